@@ -1,0 +1,105 @@
+#include "actor/envs/minatar/minatar_env.h"
+
+#include <cmath>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace engram::envs::minatar {
+namespace {
+
+struct GameInfo {
+  const char* name;
+  int channels;
+  std::unique_ptr<Game> (*make)(bool ramping);
+  std::vector<int> minimal_actions;  // spec 1.1, in index order
+};
+
+const std::vector<GameInfo>& Games() {
+  static const auto* games = new std::vector<GameInfo>{
+      {"asterix", 4, &MakeAsterix, {kNoop, kLeft, kUp, kRight, kDown}},
+      {"breakout", 4, &MakeBreakout, {kNoop, kLeft, kRight}},
+      {"freeway", 7, &MakeFreeway, {kNoop, kUp, kDown}},
+      {"seaquest", 10, &MakeSeaquest, {kNoop, kLeft, kUp, kRight, kDown, kFire}},
+      {"space_invaders", 6, &MakeSpaceInvaders, {kNoop, kLeft, kRight, kFire}},
+  };
+  return *games;
+}
+
+const char* const kActionNames[kNumActions] = {"noop", "left", "up", "right", "down", "fire"};
+
+}  // namespace
+
+const std::vector<std::string>& MinAtarEnv::GameNames() {
+  static const auto* names = [] {
+    auto* v = new std::vector<std::string>;
+    for (const GameInfo& g : Games()) v->push_back(g.name);
+    return v;
+  }();
+  return *names;
+}
+
+absl::StatusOr<std::unique_ptr<MinAtarEnv>> MinAtarEnv::Create(absl::string_view game,
+                                                               const MinAtarOptions& options) {
+  const GameInfo* info = nullptr;
+  for (const GameInfo& g : Games()) {
+    if (game == g.name) info = &g;
+  }
+  if (info == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown MinAtar game \"", game,
+                                                   "\"; expected one of: ",
+                                                   absl::StrJoin(GameNames(), ", ")));
+  }
+  if (!(options.sticky_action_prob >= 0.0 && options.sticky_action_prob <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sticky_action_prob must be in [0, 1], got ", options.sticky_action_prob));
+  }
+  if (options.max_episode_steps < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_episode_steps must be >= 0 (0 = no limit), got ", options.max_episode_steps));
+  }
+  std::vector<int> action_map;
+  if (options.minimal_action_set) {
+    action_map = info->minimal_actions;
+  } else {
+    for (int a = 0; a < kNumActions; ++a) action_map.push_back(a);
+  }
+  EnvSpec spec;
+  spec.name = absl::StrCat("minatar/", info->name);
+  spec.observation_shape = {kRows, kCols, info->channels};
+  spec.observation_dtype = DType::kUint8;
+  spec.num_actions = static_cast<int>(action_map.size());
+  for (int a : action_map) spec.action_names.push_back(kActionNames[a]);
+  spec.max_episode_steps = options.max_episode_steps;
+  return std::unique_ptr<MinAtarEnv>(new MinAtarEnv(
+      std::move(spec), info->make(options.difficulty_ramping), options, std::move(action_map)));
+}
+
+MinAtarEnv::MinAtarEnv(EnvSpec spec, std::unique_ptr<Game> game, const MinAtarOptions& options,
+                       std::vector<int> action_map)
+    : Env(std::move(spec)),
+      game_(std::move(game)),
+      options_(options),
+      action_map_(std::move(action_map)) {}
+
+void MinAtarEnv::DoSeed(uint64_t seed) {
+  // Seeds below 2^32 pass through unchanged (reference parity); larger ones fold.
+  rng_.Seed(static_cast<uint32_t>(seed ^ (seed >> 32)));
+}
+
+void MinAtarEnv::DoReset() { game_->Reset(rng_); }
+
+Env::Outcome MinAtarEnv::DoStep(int action) {
+  int executed = action_map_[action];
+  // The sticky draw is taken on every call, first, even when the game is over (spec 1.2).
+  if (rng_.Uniform() < options_.sticky_action_prob) executed = last_action_;
+  last_action_ = executed;
+  const int reward = game_->Act(executed, rng_);
+  return Outcome{static_cast<float>(reward), game_->terminal(), false};
+}
+
+void MinAtarEnv::WriteObservation(uint8_t* dst) const { game_->WriteObservation(dst); }
+
+}  // namespace engram::envs::minatar

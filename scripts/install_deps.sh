@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages Engram needs to build, test and run.
+# Idempotent: safe to run again; apt-get skips what is already installed.
+#   scripts/install_deps.sh            build + test + run dependencies
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # RPC and messages
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # base library
+  libabsl-dev
+  # tensors and autograd (CPU build), and a fast BLAS for it
+  libtorch-dev libopenblas0-pthread
+  # metrics
+  prometheus-cpp-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}"
