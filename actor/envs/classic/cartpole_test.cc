@@ -1,0 +1,96 @@
+#include "actor/envs/classic/cartpole.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "gtest/gtest.h"
+
+namespace engram::envs::classic {
+namespace {
+
+std::array<float, 4> Obs(const StepResult& r) {
+  std::array<float, 4> obs;
+  std::memcpy(obs.data(), r.observation.data(), sizeof(obs));
+  return obs;
+}
+
+TEST(CartPoleTest, ResetStateIsSmallAndSeeded) {
+  CartPole a, b;
+  const auto first = Obs(a.Reset(3));
+  EXPECT_EQ(Obs(b.Reset(3)), first);
+  for (float v : first) EXPECT_LE(std::abs(v), 0.05f);
+  EXPECT_NE(Obs(a.Reset(4)), first);
+}
+
+TEST(CartPoleTest, OneStepFromRestMatchesTheClassicEquations) {
+  CartPole env;
+  env.Reset(0);
+  env.mutable_state() = {0.0, 0.0, 0.0, 0.0};
+  const StepResult r = env.Step(1);  // push right with 10 N
+  // From rest: temp = 10 / 1.1; theta_acc = -temp / (0.5 * (4/3 - 0.1/1.1));
+  // x_acc = temp - 0.05 * theta_acc / 1.1. Euler: positions use the old (zero) velocities.
+  const double temp = 10.0 / 1.1;
+  const double theta_acc = -temp / (0.5 * (4.0 / 3.0 - 0.1 / 1.1));
+  const double x_acc = temp - 0.05 * theta_acc / 1.1;
+  const auto s = env.state();
+  EXPECT_DOUBLE_EQ(s[0], 0.0);
+  EXPECT_DOUBLE_EQ(s[1], 0.02 * x_acc);
+  EXPECT_DOUBLE_EQ(s[2], 0.0);
+  EXPECT_DOUBLE_EQ(s[3], 0.02 * theta_acc);
+  EXPECT_EQ(r.reward, 1.0f);
+  EXPECT_FALSE(r.terminated);
+  EXPECT_NEAR(Obs(r)[1], 0.195122, 1e-5);
+  EXPECT_NEAR(Obs(r)[3], -0.292683, 1e-5);
+}
+
+TEST(CartPoleTest, TerminatesPastTwelveDegreesOrTheTrackEnd) {
+  CartPole env;
+  env.Reset(0);
+  env.mutable_state() = {0.0, 0.0, 0.2094, 0.1};  // just under 12 degrees, falling
+  EXPECT_TRUE(env.Step(0).terminated);
+  env.Reset(0);
+  env.mutable_state() = {2.399, 1.0, 0.0, 0.0};
+  const StepResult r = env.Step(1);
+  EXPECT_TRUE(r.terminated);
+  EXPECT_EQ(r.reward, 1.0f);  // the terminating step still pays
+  EXPECT_EQ(env.Step(1).reward, 0.0f);
+}
+
+TEST(CartPoleTest, TruncatesAt500Steps) {
+  CartPole env;
+  env.Reset(0);
+  StepResult r;
+  int steps = 0;
+  // Keep the pole up by pushing toward the side it leans to, resetting the state so the
+  // cart never leaves the track: only the time limit can end this episode.
+  do {
+    env.mutable_state() = {0.0, 0.0, 0.0, 0.0};
+    r = env.Step(steps % 2);
+    ++steps;
+  } while (!r.terminated && !r.truncated && steps < 1000);
+  EXPECT_EQ(steps, 500);
+  EXPECT_TRUE(r.truncated);
+  EXPECT_FALSE(r.terminated);
+}
+
+TEST(CartPoleTest, RandomPolicyEpisodesAreShort) {
+  CartPole env;
+  std::mt19937 rng(1);
+  double total = 0;
+  for (int episode = 0; episode < 200; ++episode) {
+    env.Reset(episode);
+    StepResult r;
+    int length = 0;
+    do {
+      r = env.Step(rng() % 2);
+      ++length;
+    } while (!r.terminated && !r.truncated);
+    total += length;
+  }
+  // A uniformly random policy balances about 22 steps on average.
+  EXPECT_GT(total / 200, 15.0);
+  EXPECT_LT(total / 200, 30.0);
+}
+
+}  // namespace
+}  // namespace engram::envs::classic
