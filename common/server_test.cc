@@ -12,6 +12,12 @@ using ::grpc::health::v1::Health;
 using ::grpc::health::v1::HealthCheckRequest;
 using ::grpc::health::v1::HealthCheckResponse;
 
+ServerOptions Loopback(int port = 0) {
+  ServerOptions options;
+  options.address = "127.0.0.1:" + std::to_string(port);
+  return options;
+}
+
 HealthCheckResponse::ServingStatus Check(const std::shared_ptr<grpc::Channel>& channel,
                                          grpc::Status* status) {
   auto stub = Health::NewStub(channel);
@@ -24,7 +30,7 @@ HealthCheckResponse::ServingStatus Check(const std::shared_ptr<grpc::Channel>& c
 }
 
 TEST(ServerTest, HealthServingOverLoopbackAndInProcess) {
-  auto server = Server::Start(ServerOptions{"127.0.0.1:0"}, {});
+  auto server = Server::Start(Loopback(), {});
   ASSERT_TRUE(server.ok()) << server.status();
   ASSERT_GT((*server)->port(), 0);
 
@@ -40,7 +46,7 @@ TEST(ServerTest, HealthServingOverLoopbackAndInProcess) {
 }
 
 TEST(ServerTest, ShutdownRefusesNewCalls) {
-  auto server = Server::Start(ServerOptions{"127.0.0.1:0"}, {});
+  auto server = Server::Start(Loopback(), {});
   ASSERT_TRUE(server.ok());
   auto channel = CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), {}).value();
   grpc::Status status;
@@ -52,20 +58,20 @@ TEST(ServerTest, ShutdownRefusesNewCalls) {
 }
 
 TEST(ServerTest, PortInUseIsUnavailable) {
-  auto first = Server::Start(ServerOptions{"127.0.0.1:0"}, {});
+  auto first = Server::Start(Loopback(), {});
   ASSERT_TRUE(first.ok());
   auto second =
-      Server::Start(ServerOptions{"127.0.0.1:" + std::to_string((*first)->port())}, {});
+      Server::Start(Loopback((*first)->port()), {});
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(ServerTest, BadOptionsAreInvalidArgument) {
-  ServerOptions options{"127.0.0.1:0"};
+  ServerOptions options = Loopback();
   options.max_message_bytes = 0;
   EXPECT_EQ(Server::Start(options, {}).status().code(), absl::StatusCode::kInvalidArgument);
 
-  ServerOptions tls{"127.0.0.1:0"};
+  ServerOptions tls = Loopback();
   tls.tls.cert_file = "/nonexistent/cert.pem";
   auto missing_key = Server::Start(tls, {});
   EXPECT_EQ(missing_key.status().code(), absl::StatusCode::kInvalidArgument);
