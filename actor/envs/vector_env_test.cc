@@ -42,15 +42,19 @@ TEST(VectorEnvTest, ObservationsAreContiguousAndMatchSingleEnvs) {
 TEST(VectorEnvTest, AutoResetReportsTheFinishedEpisode) {
   auto vec = VectorEnv::Create("classic/cartpole", {{"max_episode_steps", "10"}}, 2).value();
   vec->Reset(1);
-  const std::vector<int> actions = {0, 1};
+  // Alternating pushes keep the pole up, so only the 10-step limit ends the episodes.
+  std::vector<int> actions = {0, 1};
   for (int t = 0; t < 9; ++t) {
+    actions = {t % 2, (t + 1) % 2};
     ASSERT_TRUE(vec->Step(actions).ok());
     ASSERT_FALSE(vec->done(0));
   }
+  actions = {1, 0};
   ASSERT_TRUE(vec->Step(actions).ok());
   for (int i = 0; i < 2; ++i) {
     EXPECT_TRUE(vec->done(i));
     EXPECT_TRUE(vec->truncated()[i]);
+    EXPECT_FALSE(vec->terminated()[i]);
     EXPECT_EQ(vec->episode_return(i), 10.0f);
     EXPECT_EQ(vec->episode_length(i), 10);
     // The row now holds a fresh episode's state: every variable within [-0.05, 0.05].
