@@ -117,7 +117,7 @@ int Asterix::Act(int action, Rng& rng) {
 }
 
 void Asterix::WriteObservation(uint8_t* dst) const {
-  std::memset(dst, 0, kRows * kCols * kChannels);
+  ClearObservation<kChannels>(dst);
   const State& s = state_;
   dst[ObsIndex(s.player_row, s.player_col, kPlayerChannel, kChannels)] = 1;
   for (int k = 0; k < kNumLanes; ++k) {

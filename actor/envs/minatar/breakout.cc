@@ -96,14 +96,14 @@ int Breakout::Act(int action, Rng& /*rng*/) {
 }
 
 void Breakout::WriteObservation(uint8_t* dst) const {
-  std::memset(dst, 0, kRows * kCols * kChannels);
+  ClearObservation<kChannels>(dst);
   const State& s = state_;
   dst[ObsIndex(kPaddleRow, s.paddle_col, kPaddleChannel, kChannels)] = 1;
   dst[ObsIndex(s.ball_row, s.ball_col, kBallChannel, kChannels)] = 1;
   dst[ObsIndex(s.prev_row, s.prev_col, kTrailChannel, kChannels)] = 1;
   for (int row = kFirstBrickRow; row <= kLastBrickRow; ++row) {
     for (int col = 0; col < kCols; ++col) {
-      if (s.bricks[row][col]) dst[ObsIndex(row, col, kBrickChannel, kChannels)] = 1;
+      dst[ObsIndex(row, col, kBrickChannel, kChannels)] = s.bricks[row][col];  // branch-free
     }
   }
 }

@@ -76,7 +76,7 @@ int Freeway::Act(int action, Rng& rng) {
 }
 
 void Freeway::WriteObservation(uint8_t* dst) const {
-  std::memset(dst, 0, kRows * kCols * kChannels);
+  ClearObservation<kChannels>(dst);
   const State& s = state_;
   dst[ObsIndex(s.chicken_row, kChickenCol, kChickenChannel, kChannels)] = 1;
   for (int k = 0; k < kNumCars; ++k) {

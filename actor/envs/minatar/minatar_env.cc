@@ -82,7 +82,8 @@ MinAtarEnv::MinAtarEnv(EnvSpec spec, std::unique_ptr<Game> game, const MinAtarOp
     : Env(std::move(spec)),
       game_(std::move(game)),
       options_(options),
-      action_map_(std::move(action_map)) {}
+      action_map_(std::move(action_map)),
+      sticky_threshold_(Rng::Threshold53(options.sticky_action_prob)) {}
 
 void MinAtarEnv::DoSeed(uint64_t seed) {
   // Seeds below 2^32 pass through unchanged (reference parity); larger ones fold.
@@ -94,7 +95,7 @@ void MinAtarEnv::DoReset() { game_->Reset(rng_); }
 Env::Outcome MinAtarEnv::DoStep(int action) {
   int executed = action_map_[action];
   // The sticky draw is taken on every call, first, even when the game is over (spec 1.2).
-  if (rng_.Uniform() < options_.sticky_action_prob) executed = last_action_;
+  if (rng_.Uniform53() < sticky_threshold_) executed = last_action_;  // Uniform() < p
   last_action_ = executed;
   const int reward = game_->Act(executed, rng_);
   return Outcome{static_cast<float>(reward), game_->terminal(), false};

@@ -57,6 +57,7 @@ class MinAtarEnv : public Env {
   std::unique_ptr<Game> game_;
   MinAtarOptions options_;
   std::vector<int> action_map_;  // agent action -> full action index
+  uint64_t sticky_threshold_;    // Rng::Threshold53(sticky_action_prob)
   Rng rng_;
   int last_action_ = kNoop;
 };

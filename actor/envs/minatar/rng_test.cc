@@ -50,6 +50,21 @@ TEST(RngTest, IntegerStaysInRangeAndCoversIt) {
   for (int c : counts) EXPECT_GT(c, 800);
 }
 
+TEST(RngTest, IntegerThresholdAgreesWithTheDoubleComparison) {
+  for (double p : {0.0, 0.1, 0.25, 1.0 / 3.0, 0.5, 0.999, 1.0}) {
+    const uint64_t threshold = Rng::Threshold53(p);
+    Rng a(5), b(5);
+    for (int i = 0; i < 20000; ++i) {
+      ASSERT_EQ(a.Uniform() < p, b.Uniform53() < threshold) << p;
+    }
+    // Exactly at the boundary: k / 2^53 < p must match k < threshold.
+    for (uint64_t k : {threshold - 1, threshold, threshold + 1}) {
+      if (k >= (uint64_t{1} << 53)) continue;
+      EXPECT_EQ(static_cast<double>(k) / 9007199254740992.0 < p, k < threshold) << p << " " << k;
+    }
+  }
+}
+
 TEST(RngTest, SeedRestartsTheStream) {
   Rng rng(3);
   const double first = rng.Uniform();

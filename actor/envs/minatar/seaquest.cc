@@ -294,7 +294,7 @@ int Seaquest::Act(int action, Rng& rng) {
 }
 
 void Seaquest::WriteObservation(uint8_t* dst) const {
-  std::memset(dst, 0, kRows * kCols * kChannels);
+  ClearObservation<kChannels>(dst);
   const State& s = state_;
   auto set = [dst](int row, int col, int channel) {
     if (OnGrid(row, col)) dst[ObsIndex(row, col, channel, kChannels)] = 1;

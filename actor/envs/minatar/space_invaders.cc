@@ -137,7 +137,7 @@ int SpaceInvaders::Act(int action, Rng& /*rng*/) {
 }
 
 void SpaceInvaders::WriteObservation(uint8_t* dst) const {
-  std::memset(dst, 0, kRows * kCols * kChannels);
+  ClearObservation<kChannels>(dst);
   const State& s = state_;
   dst[ObsIndex(kLastRow, s.cannon_col, kChCannon, kChannels)] = 1;
   const int direction_channel = s.direction == kLeftward ? kChAlienLeft : kChAlienRight;
@@ -146,14 +146,18 @@ void SpaceInvaders::WriteObservation(uint8_t* dst) const {
     const uint16_t friendly = s.friendly_bullets.rows[r] & kRowMask;
     const uint16_t enemy = s.enemy_bullets.rows[r] & kRowMask;
     if ((aliens | friendly | enemy) == 0) continue;
-    for (int c = 0; c < kCols; ++c) {
-      uint8_t* cell = dst + ObsIndex(r, c, 0, kChannels);
-      if ((aliens >> c) & 1u) {
-        cell[kChAlien] = 1;
-        cell[direction_channel] = 1;
-      }
-      if ((friendly >> c) & 1u) cell[kChFriendlyBullet] = 1;
-      if ((enemy >> c) & 1u) cell[kChEnemyBullet] = 1;
+    // Visit set bits only: a row holds at most 6 aliens and a few bullets.
+    uint8_t* row = dst + ObsIndex(r, 0, 0, kChannels);
+    for (uint16_t m = aliens; m != 0; m &= m - 1) {
+      uint8_t* cell = row + __builtin_ctz(m) * kChannels;
+      cell[kChAlien] = 1;
+      cell[direction_channel] = 1;
+    }
+    for (uint16_t m = friendly; m != 0; m &= m - 1) {
+      row[__builtin_ctz(m) * kChannels + kChFriendlyBullet] = 1;
+    }
+    for (uint16_t m = enemy; m != 0; m &= m - 1) {
+      row[__builtin_ctz(m) * kChannels + kChEnemyBullet] = 1;
     }
   }
 }
