@@ -52,12 +52,14 @@ void Env::EnsureSeeded() {
 void Env::ResetState(uint64_t seed) {
   DoSeed(seed);
   seeded_ = true;
+  started_ = true;
   episode_step_ = 0;
   DoReset();
 }
 
 void Env::ResetState() {
   EnsureSeeded();
+  started_ = true;
   episode_step_ = 0;
   DoReset();
 }
@@ -65,7 +67,9 @@ void Env::ResetState() {
 Env::Outcome Env::Act(int action) {
   ENGRAM_CHECK(action >= 0 && action < spec_.num_actions)
       << spec_.name << ": action " << action << " outside [0, " << spec_.num_actions << ")";
-  EnsureSeeded();
+  // A Step() before any Reset() starts an episode first (seeded from entropy), so an
+  // environment is never stepped from an uninitialised state.
+  if (!started_) ResetState();
   Outcome outcome = DoStep(action);
   ++episode_step_;
   if (spec_.max_episode_steps > 0 && episode_step_ >= spec_.max_episode_steps &&

@@ -48,8 +48,9 @@ struct StepResult {
 // Reset() starts the next episode continuing the same stream. A freshly built environment
 // that is Reset() without a seed draws its seed from std::random_device.
 //
-// Step() after an episode ended (terminated or truncated) without a Reset() is allowed
-// and follows the environment's own rule (MinAtar: reward 0, terminated again).
+// Step() before any Reset() first resets (as Reset() does). Step() after an episode
+// ended (terminated or truncated) without a Reset() is allowed and follows the
+// environment's own rule (MinAtar: reward 0, terminated again).
 //
 // Not thread-safe: one thread steps one environment. Different environments are
 // independent and may be stepped on different threads.
@@ -99,6 +100,7 @@ class Env {
 
   EnvSpec spec_;
   bool seeded_ = false;
+  bool started_ = false;  // an episode was reset at least once
   int episode_step_ = 0;
   std::vector<uint8_t> observation_;
 };

@@ -104,6 +104,14 @@ TEST(EnvTest, UnseededResetSeedsOnce) {
   EXPECT_EQ(env.seeds, 1);
 }
 
+TEST(EnvTest, StepBeforeAnyResetStartsAnEpisode) {
+  CountingEnv env(0);
+  const StepResult r = env.Step(0);
+  EXPECT_EQ(env.seeds, 1);
+  EXPECT_EQ(ObsAt(r, 0), 1.0f);  // reset to 0, then one step
+  EXPECT_EQ(env.episode_step(), 1);
+}
+
 TEST(EnvDeathTest, OutOfRangeActionIsAProgrammerError) {
   CountingEnv env(0);
   env.Reset(1);
