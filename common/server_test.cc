@@ -1,8 +1,14 @@
 #include "common/server.h"
 
 #include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/dynamic_message.h"
+#include "google/protobuf/text_format.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/completion_queue.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
 
 namespace engram {
@@ -43,6 +49,59 @@ TEST(ServerTest, HealthServingOverLoopbackAndInProcess) {
   EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::SERVING);
   (*server)->SetServing(false);
   EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::NOT_SERVING);
+}
+
+// Asks the server's reflection service to list its services, as grpcurl does. The
+// reflection messages are compiled into libgrpc++_reflection (no headers are shipped), so
+// the request is encoded by hand and the response decoded through the descriptor pool.
+std::string ListServicesByReflection(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  auto call = stub.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok;
+  auto wait = [&] { return cq.Next(&tag, &ok) && ok; };
+  call->StartCall(reinterpret_cast<void*>(1));
+  if (!wait()) return "start failed";
+  // ServerReflectionRequest { list_services: "*" } -- field 7, length-delimited.
+  const std::string request("\x3a\x01*", 3);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  if (!wait()) return "write failed";
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(3));
+  if (!wait()) return "read failed";
+  call->WritesDone(reinterpret_cast<void*>(4));
+  wait();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  wait();
+  std::vector<grpc::Slice> slices;
+  if (!in.Dump(&slices).ok()) return "dump failed";
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+      "grpc.reflection.v1alpha.ServerReflectionResponse");
+  if (descriptor == nullptr) return "no descriptor";
+  google::protobuf::DynamicMessageFactory factory;
+  std::unique_ptr<google::protobuf::Message> response(factory.GetPrototype(descriptor)->New());
+  if (!response->ParseFromString(bytes)) return "unparsable";
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(*response, &text);
+  return text;
+}
+
+TEST(ServerTest, ReflectionListsTheServices) {
+  auto server = Server::Start(Loopback(), {});
+  ASSERT_TRUE(server.ok());
+  auto channel = CreateChannel("127.0.0.1:" + std::to_string((*server)->port()), {}).value();
+  const std::string services = ListServicesByReflection(channel);
+  EXPECT_THAT(services, ::testing::HasSubstr("grpc.health.v1.Health"));
+  EXPECT_THAT(services, ::testing::HasSubstr("grpc.reflection.v1alpha.ServerReflection"));
 }
 
 TEST(ServerTest, ShutdownRefusesNewCalls) {
