@@ -37,9 +37,9 @@ struct Voidify {
 
 }  // namespace engram::internal
 
-#define ENGRAM_CHECK(condition)                                \
-  (condition) ? (void)0                                        \
-              : ::engram::internal::Voidify() &                \
+#define ENGRAM_CHECK(condition)                 \
+  (condition) ? (void)0                         \
+              : ::engram::internal::Voidify() & \
                     ::engram::internal::CheckFailure(__FILE__, __LINE__, #condition).stream()
 
 #endif  // ENGRAM_COMMON_CHECK_H_

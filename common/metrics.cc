@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(absl::string_view proces
     exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(bind_host, ":", port),
                                                     /*num_threads=*/1);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", bind_host, ":",
-                                               port, ": ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", bind_host, ":", port, ": ", e.what()));
   }
   exposer->RegisterCollectable(registry);
   const std::vector<int> ports = exposer->GetListeningPorts();
@@ -62,8 +62,7 @@ Metrics::Metrics(std::string process, std::shared_ptr<prometheus::Registry> regi
       exposer_(std::move(exposer)),
       port_(port) {
   AddGauge(*registry_, "build_info", "Engram build; the value is always 1.")
-      .Add({{"version", EngramVersion()}, {"git_commit", ENGRAM_GIT_COMMIT},
-            {"process", process_}})
+      .Add({{"version", EngramVersion()}, {"git_commit", ENGRAM_GIT_COMMIT}, {"process", process_}})
       .Set(1);
 }
 
@@ -77,21 +76,24 @@ std::string MetricName(absl::string_view name) {
 prometheus::Family<prometheus::Counter>& AddCounter(prometheus::Registry& registry,
                                                     absl::string_view name,
                                                     absl::string_view help) {
-  return prometheus::BuildCounter().Name(MetricName(name)).Help(std::string(help)).Register(
-      registry);
+  return prometheus::BuildCounter()
+      .Name(MetricName(name))
+      .Help(std::string(help))
+      .Register(registry);
 }
 
 prometheus::Family<prometheus::Gauge>& AddGauge(prometheus::Registry& registry,
                                                 absl::string_view name, absl::string_view help) {
-  return prometheus::BuildGauge().Name(MetricName(name)).Help(std::string(help)).Register(
-      registry);
+  return prometheus::BuildGauge().Name(MetricName(name)).Help(std::string(help)).Register(registry);
 }
 
 prometheus::Family<prometheus::Histogram>& AddHistogram(prometheus::Registry& registry,
                                                         absl::string_view name,
                                                         absl::string_view help) {
-  return prometheus::BuildHistogram().Name(MetricName(name)).Help(std::string(help)).Register(
-      registry);
+  return prometheus::BuildHistogram()
+      .Name(MetricName(name))
+      .Help(std::string(help))
+      .Register(registry);
 }
 
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {

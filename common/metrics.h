@@ -65,8 +65,7 @@ std::string MetricName(absl::string_view name);
 
 // Family helpers: the name gets the engram_ prefix. Counters should end in "_total".
 prometheus::Family<prometheus::Counter>& AddCounter(prometheus::Registry& registry,
-                                                    absl::string_view name,
-                                                    absl::string_view help);
+                                                    absl::string_view name, absl::string_view help);
 prometheus::Family<prometheus::Gauge>& AddGauge(prometheus::Registry& registry,
                                                 absl::string_view name, absl::string_view help);
 prometheus::Family<prometheus::Histogram>& AddHistogram(prometheus::Registry& registry,

@@ -76,8 +76,7 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
     const TlsOptions& tls) {
   if (!tls.enabled()) return grpc::InsecureChannelCredentials();
   if (tls.cert_file.empty() != tls.key_file.empty()) {
-    return absl::InvalidArgumentError(
-        "a client certificate needs both --tls_cert and --tls_key");
+    return absl::InvalidArgumentError("a client certificate needs both --tls_cert and --tls_key");
   }
   grpc::SslCredentialsOptions ssl;
   if (!tls.ca_file.empty()) {
@@ -93,8 +92,8 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options,
                                                       std::vector<grpc::Service*> services) {
   if (options.max_message_bytes <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_message_bytes must be positive, got ", options.max_message_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes must be positive, got ", options.max_message_bytes));
   }
   ENGRAM_ASSIGN_OR_RETURN(auto credentials, MakeServerCredentials(options.tls));
 
@@ -109,8 +108,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillis(options.keepalive_time));
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                             ToMillis(options.keepalive_timeout));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToMillis(options.keepalive_timeout));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Accept client pings as often as our own clients send them.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,

@@ -83,9 +83,11 @@ std::string ListServicesByReflection(const std::shared_ptr<grpc::Channel>& chann
   std::vector<grpc::Slice> slices;
   if (!in.Dump(&slices).ok()) return "dump failed";
   std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  const auto* descriptor = google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
-      "grpc.reflection.v1alpha.ServerReflectionResponse");
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  const auto* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          "grpc.reflection.v1alpha.ServerReflectionResponse");
   if (descriptor == nullptr) return "no descriptor";
   google::protobuf::DynamicMessageFactory factory;
   std::unique_ptr<google::protobuf::Message> response(factory.GetPrototype(descriptor)->New());
@@ -119,8 +121,7 @@ TEST(ServerTest, ShutdownRefusesNewCalls) {
 TEST(ServerTest, PortInUseIsUnavailable) {
   auto first = Server::Start(Loopback(), {});
   ASSERT_TRUE(first.ok());
-  auto second =
-      Server::Start(Loopback((*first)->port()), {});
+  auto second = Server::Start(Loopback((*first)->port()), {});
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
 }

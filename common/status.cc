@@ -10,8 +10,7 @@ namespace engram {
 
 grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -21,8 +20,8 @@ absl::Status FromGrpc(const grpc::Status& status) {
     const std::string lower = absl::AsciiStrToLower(message);
     // gRPC reports some transport failures as UNKNOWN; they are transient, not bugs.
     for (absl::string_view transport_error :
-         {"stream removed", "socket closed", "connection reset", "broken pipe",
-          "transport closed", "stream terminated by rst_stream"}) {
+         {"stream removed", "socket closed", "connection reset", "broken pipe", "transport closed",
+          "stream terminated by rst_stream"}) {
       if (absl::StrContains(lower, transport_error)) {
         return absl::UnavailableError(message);
       }

@@ -12,10 +12,10 @@
 #define ENGRAM_STATUS_CONCAT_(a, b) ENGRAM_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the current function if `expr` (an absl::Status) is not OK.
-#define ENGRAM_RETURN_IF_ERROR(expr)                  \
-  do {                                                \
-    ::absl::Status engram_status_ = (expr);           \
-    if (!engram_status_.ok()) return engram_status_;  \
+#define ENGRAM_RETURN_IF_ERROR(expr)                 \
+  do {                                               \
+    ::absl::Status engram_status_ = (expr);          \
+    if (!engram_status_.ok()) return engram_status_; \
   } while (false)
 
 // `lhs` = value of `rexpr` (an absl::StatusOr<T>), or returns its status from the current

@@ -20,11 +20,11 @@ struct DTypeEntry {
 };
 
 constexpr DTypeEntry kDTypes[] = {
-    {v1::DTYPE_UINT8, torch::kByte, 1},      {v1::DTYPE_INT8, torch::kChar, 1},
-    {v1::DTYPE_INT16, torch::kShort, 2},     {v1::DTYPE_INT32, torch::kInt, 4},
-    {v1::DTYPE_INT64, torch::kLong, 8},      {v1::DTYPE_FLOAT16, torch::kHalf, 2},
+    {v1::DTYPE_UINT8, torch::kByte, 1},        {v1::DTYPE_INT8, torch::kChar, 1},
+    {v1::DTYPE_INT16, torch::kShort, 2},       {v1::DTYPE_INT32, torch::kInt, 4},
+    {v1::DTYPE_INT64, torch::kLong, 8},        {v1::DTYPE_FLOAT16, torch::kHalf, 2},
     {v1::DTYPE_BFLOAT16, torch::kBFloat16, 2}, {v1::DTYPE_FLOAT32, torch::kFloat, 4},
-    {v1::DTYPE_FLOAT64, torch::kDouble, 8},  {v1::DTYPE_BOOL, torch::kBool, 1},
+    {v1::DTYPE_FLOAT64, torch::kDouble, 8},    {v1::DTYPE_BOOL, torch::kBool, 1},
 };
 
 }  // namespace
@@ -98,18 +98,18 @@ absl::Status EncodeRaw(v1::DType dtype, absl::Span<const int64_t> shape,
 absl::StatusOr<int64_t> ValidateTensor(const v1::Tensor& proto, absl::string_view what) {
   const size_t element_size = ProtoDTypeSize(proto.dtype());
   if (element_size == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": dtype ", v1::DType_IsValid(proto.dtype()) ? v1::DType_Name(proto.dtype())
-                                                             : absl::StrCat(proto.dtype()),
-        " is not a tensor element type"));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": dtype ",
+                                                   v1::DType_IsValid(proto.dtype())
+                                                       ? v1::DType_Name(proto.dtype())
+                                                       : absl::StrCat(proto.dtype()),
+                                                   " is not a tensor element type"));
   }
   const int64_t max_elements = std::numeric_limits<int64_t>::max() / 8;
   int64_t elements = 1;
   for (int i = 0; i < proto.shape_size(); ++i) {
     const int64_t d = proto.shape(i);
     if (d < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": shape ",
-                                                     ShapeString(proto.shape()),
+      return absl::InvalidArgumentError(absl::StrCat(what, ": shape ", ShapeString(proto.shape()),
                                                      " has negative dimension ", i));
     }
     if (d != 0 && elements > max_elements / d) {
@@ -120,10 +120,10 @@ absl::StatusOr<int64_t> ValidateTensor(const v1::Tensor& proto, absl::string_vie
   }
   const uint64_t expected = static_cast<uint64_t>(elements) * element_size;
   if (proto.data().size() != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": ", v1::DType_Name(proto.dtype()), " shape ", ShapeString(proto.shape()),
-        " needs ", expected, " bytes of data, got ", proto.data().size(),
-        proto.data().size() < expected ? " (truncated)" : ""));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", v1::DType_Name(proto.dtype()), " shape ",
+                     ShapeString(proto.shape()), " needs ", expected, " bytes of data, got ",
+                     proto.data().size(), proto.data().size() < expected ? " (truncated)" : ""));
   }
   return elements;
 }
@@ -132,8 +132,7 @@ absl::Status CheckSignature(const v1::Tensor& proto, const TensorSignature& sign
                             absl::string_view what) {
   ENGRAM_RETURN_IF_ERROR(ValidateTensor(proto, what).status());
   if (signature.dtype != v1::DTYPE_UNSPECIFIED && proto.dtype() != signature.dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " dtype ",
-                                                   v1::DType_Name(proto.dtype()),
+    return absl::InvalidArgumentError(absl::StrCat(what, " dtype ", v1::DType_Name(proto.dtype()),
                                                    " does not match signature dtype ",
                                                    v1::DType_Name(signature.dtype)));
   }

@@ -42,8 +42,7 @@ absl::Status EncodeRaw(v1::DType dtype, absl::Span<const int64_t> shape,
 // Number of elements of a validated proto tensor, or INVALID_ARGUMENT: unknown dtype,
 // negative dimension, element count or byte size overflowing, data length not matching.
 // `what` names the tensor in messages, e.g. "insert item 17 observation".
-absl::StatusOr<int64_t> ValidateTensor(const v1::Tensor& proto,
-                                       absl::string_view what = "tensor");
+absl::StatusOr<int64_t> ValidateTensor(const v1::Tensor& proto, absl::string_view what = "tensor");
 
 // What a consumer expects; -1 in `shape` matches any extent of that dimension.
 struct TensorSignature {

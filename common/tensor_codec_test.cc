@@ -86,7 +86,8 @@ TEST(TensorCodecTest, SignatureMismatchNamesShapes) {
   EXPECT_THAT(shape.message(),
               HasSubstr("observation shape [10,10,4] does not match signature [10,10,10]"));
   const absl::Status dtype = CheckSignature(proto, {v1::DTYPE_FLOAT32, {10, 10, 4}});
-  EXPECT_THAT(dtype.message(), HasSubstr("DTYPE_UINT8 does not match signature dtype DTYPE_FLOAT32"));
+  EXPECT_THAT(dtype.message(),
+              HasSubstr("DTYPE_UINT8 does not match signature dtype DTYPE_FLOAT32"));
 }
 
 TEST(TensorCodecTest, EncodeRawChecksLength) {

@@ -21,15 +21,15 @@ const char* DTypeName(DType dtype);
 
 // What an environment produces and accepts. Immutable once the environment is built.
 struct EnvSpec {
-  std::string name;                       // registry name, e.g. "minatar/breakout"
-  std::vector<int64_t> observation_shape; // e.g. {10, 10, 4}: rows, columns, channels
+  std::string name;                        // registry name, e.g. "minatar/breakout"
+  std::vector<int64_t> observation_shape;  // e.g. {10, 10, 4}: rows, columns, channels
   DType observation_dtype = DType::kUint8;
   int num_actions = 0;                    // actions are 0 .. num_actions - 1
   std::vector<std::string> action_names;  // num_actions entries
   int max_episode_steps = 0;              // steps before truncation; 0 = no limit
 
-  int64_t observation_elements() const;   // product of observation_shape
-  size_t observation_bytes() const;       // observation_elements() * DTypeSize(dtype)
+  int64_t observation_elements() const;  // product of observation_shape
+  size_t observation_bytes() const;      // observation_elements() * DTypeSize(dtype)
 };
 
 // Result of one Reset() or Step().

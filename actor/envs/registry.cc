@@ -64,9 +64,8 @@ class OptionReader {
 
  private:
   absl::Status Bad(const std::string& key, absl::string_view expected) const {
-    return absl::InvalidArgumentError(absl::StrCat(info_.name, ": option ", key, "=\"",
-                                                   Raw(key), "\" is invalid; expected ",
-                                                   expected));
+    return absl::InvalidArgumentError(absl::StrCat(info_.name, ": option ", key, "=\"", Raw(key),
+                                                   "\" is invalid; expected ", expected));
   }
 
   const EnvInfo& info_;
@@ -87,8 +86,9 @@ std::vector<Registration> MakeRegistrations() {
   const std::vector<EnvOptionInfo> minatar_options = {
       {"sticky_action_prob", "0.1",
        "probability that the previous executed action repeats instead of the chosen one"},
-      {"difficulty_ramping", "true", "speed the game up over time (Asterix, Seaquest, "
-                                     "Space Invaders; ignored by the others)"},
+      {"difficulty_ramping", "true",
+       "speed the game up over time (Asterix, Seaquest, "
+       "Space Invaders; ignored by the others)"},
       {"minimal_action_set", "false", "use the game's minimal action set instead of all 6"},
       {"max_episode_steps", "0", "truncate episodes after this many steps; 0 = never"},
   };
@@ -110,23 +110,26 @@ std::vector<Registration> MakeRegistrations() {
         }});
   }
   all.push_back(Registration{
-      {"classic/cartpole", "Cart-pole balancing (float32 [4]; 2 actions)",
+      {"classic/cartpole",
+       "Cart-pole balancing (float32 [4]; 2 actions)",
        {{"max_episode_steps", "500", "truncate episodes after this many steps (> 0)"}}},
       [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
         ENGRAM_ASSIGN_OR_RETURN(const int steps, r.Int("max_episode_steps", 1, kMaxSteps));
         return std::unique_ptr<Env>(new classic::CartPole(steps));
       }});
   const EnvOptionInfo trials{"num_trials", "100", "trials (arm pulls) per episode"};
+  all.push_back(Registration{{"bandit/independent",
+                              "Two-armed Bernoulli bandit, p0 and p1 ~ U[0,1] independently",
+                              {trials}},
+                             [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
+                               ENGRAM_ASSIGN_OR_RETURN(const int n,
+                                                       r.Int("num_trials", 1, kMaxSteps));
+                               return std::unique_ptr<Env>(new bandits::TwoArmedBandit(
+                                   bandits::TwoArmedBandit::Family::kIndependent, n));
+                             }});
   all.push_back(Registration{
-      {"bandit/independent", "Two-armed Bernoulli bandit, p0 and p1 ~ U[0,1] independently",
-       {trials}},
-      [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
-        ENGRAM_ASSIGN_OR_RETURN(const int n, r.Int("num_trials", 1, kMaxSteps));
-        return std::unique_ptr<Env>(
-            new bandits::TwoArmedBandit(bandits::TwoArmedBandit::Family::kIndependent, n));
-      }});
-  all.push_back(Registration{
-      {"bandit/dependent", "Two-armed Bernoulli bandit with p1 = 1 - p0",
+      {"bandit/dependent",
+       "Two-armed Bernoulli bandit with p1 = 1 - p0",
        {trials,
         {"difficulty", "uniform",
          "uniform: p0 ~ U[0,1]; easy: {0.1,0.9}; medium: {0.25,0.75}; hard: {0.4,0.6}"}}},
@@ -141,13 +144,14 @@ std::vector<Registration> MakeRegistrations() {
                                                        : Family::kDependentUniform;
         return std::unique_ptr<Env>(new bandits::TwoArmedBandit(family, n));
       }});
-  all.push_back(Registration{
-      {"bandit/two_step", "Two-step task (Daw et al. 2011), drifting reward probabilities",
-       {{"num_trials", "100", "trials per episode (2 steps each)"}}},
-      [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
-        ENGRAM_ASSIGN_OR_RETURN(const int n, r.Int("num_trials", 1, kMaxSteps));
-        return std::unique_ptr<Env>(new bandits::TwoStepTask(n));
-      }});
+  all.push_back(Registration{{"bandit/two_step",
+                              "Two-step task (Daw et al. 2011), drifting reward probabilities",
+                              {{"num_trials", "100", "trials per episode (2 steps each)"}}},
+                             [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
+                               ENGRAM_ASSIGN_OR_RETURN(const int n,
+                                                       r.Int("num_trials", 1, kMaxSteps));
+                               return std::unique_ptr<Env>(new bandits::TwoStepTask(n));
+                             }});
   std::sort(all.begin(), all.end(),
             [](const Registration& a, const Registration& b) { return a.info.name < b.info.name; });
   return all;
@@ -169,8 +173,7 @@ const std::vector<EnvInfo>& RegisteredEnvs() {
   return *infos;
 }
 
-absl::StatusOr<std::unique_ptr<Env>> MakeEnv(absl::string_view name,
-                                             const EnvOptions& options) {
+absl::StatusOr<std::unique_ptr<Env>> MakeEnv(absl::string_view name, const EnvOptions& options) {
   const Registration* found = nullptr;
   std::vector<std::string> names;
   for (const Registration& r : Registrations()) {
@@ -179,8 +182,7 @@ absl::StatusOr<std::unique_ptr<Env>> MakeEnv(absl::string_view name,
   }
   if (found == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("unknown environment \"", name,
-                                                   "\"; registered: ",
-                                                   absl::StrJoin(names, ", ")));
+                                                   "\"; registered: ", absl::StrJoin(names, ", ")));
   }
   for (const auto& [key, value] : options) {
     const auto& known = found->info.options;
@@ -188,9 +190,9 @@ absl::StatusOr<std::unique_ptr<Env>> MakeEnv(absl::string_view name,
                      [&](const EnvOptionInfo& o) { return o.name == key; })) {
       std::vector<std::string> accepted;
       for (const EnvOptionInfo& o : known) accepted.push_back(o.name);
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": unknown option \"", key, "\"; accepted: ",
-                       accepted.empty() ? "(none)" : absl::StrJoin(accepted, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": unknown option \"", key,
+          "\"; accepted: ", accepted.empty() ? "(none)" : absl::StrJoin(accepted, ", ")));
     }
   }
   return found->build(OptionReader(found->info, options));
@@ -207,8 +209,8 @@ absl::StatusOr<std::pair<std::string, EnvOptions>> ParseEnvString(absl::string_v
     for (absl::string_view pair : absl::StrSplit(parts.second, '&')) {
       const size_t eq = pair.find('=');
       if (eq == absl::string_view::npos || eq == 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "environment \"", text, "\": option \"", pair, "\" is not key=value"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("environment \"", text, "\": option \"", pair, "\" is not key=value"));
       }
       const std::string key(pair.substr(0, eq));
       if (!options.emplace(key, std::string(pair.substr(eq + 1))).second) {

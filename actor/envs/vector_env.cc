@@ -31,8 +31,8 @@ absl::StatusOr<std::unique_ptr<VectorEnv>> VectorEnv::FromEnvs(
     const EnvSpec& b = env->spec();
     if (a.name != b.name || a.observation_shape != b.observation_shape ||
         a.observation_dtype != b.observation_dtype || a.num_actions != b.num_actions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "VectorEnv copies must share one spec; got ", a.name, " and ", b.name));
+      return absl::InvalidArgumentError(
+          absl::StrCat("VectorEnv copies must share one spec; got ", a.name, " and ", b.name));
     }
   }
   return std::unique_ptr<VectorEnv>(new VectorEnv(std::move(envs)));

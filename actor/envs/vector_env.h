@@ -33,8 +33,7 @@ class VectorEnv {
  public:
   // INVALID_ARGUMENT for num_envs < 1 or whatever MakeEnv rejects.
   static absl::StatusOr<std::unique_ptr<VectorEnv>> Create(const std::string& name,
-                                                           const EnvOptions& options,
-                                                           int num_envs);
+                                                           const EnvOptions& options, int num_envs);
   // Takes ownership of already-built copies (all must share one spec).
   static absl::StatusOr<std::unique_ptr<VectorEnv>> FromEnvs(
       std::vector<std::unique_ptr<Env>> envs);

@@ -83,8 +83,7 @@ TEST(VectorEnvTest, BadActionsAreRejectedAndNothingSteps) {
 TEST(VectorEnvTest, CreateRejectsBadArguments) {
   EXPECT_EQ(VectorEnv::Create("minatar/breakout", {}, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(VectorEnv::Create("nope", {}, 2).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(VectorEnv::Create("nope", {}, 2).status().code(), absl::StatusCode::kInvalidArgument);
   std::vector<std::unique_ptr<Env>> mixed;
   mixed.push_back(MakeEnv("minatar/breakout").value());
   mixed.push_back(MakeEnv("minatar/asterix").value());

@@ -39,8 +39,7 @@ std::string Quote(const std::string& s) {
 std::string Report::ToJson() const {
   std::string json = absl::StrCat("{\"bench\": ", Quote(bench_), ", \"config\": {");
   for (size_t i = 0; i < config_.size(); ++i) {
-    absl::StrAppend(&json, i ? ", " : "", Quote(config_[i].first), ": ",
-                    Quote(config_[i].second));
+    absl::StrAppend(&json, i ? ", " : "", Quote(config_[i].first), ": ", Quote(config_[i].second));
   }
   absl::StrAppend(&json, "}, \"results\": [");
   for (size_t i = 0; i < results_.size(); ++i) {

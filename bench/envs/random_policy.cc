@@ -91,8 +91,8 @@ int Main() {
       returns.Add(total);
       lengths.Add(length);
     }
-    std::printf("%-24s %14.3f %12.3f %14.1f %12.1f %8d\n", name.c_str(), returns.mean,
-                returns.sd(), lengths.mean, lengths.sd(), capped);
+    std::printf("%-24s %14.3f %12.3f %14.1f %12.1f %8d\n", name.c_str(), returns.mean, returns.sd(),
+                lengths.mean, lengths.sd(), capped);
     std::fflush(stdout);
     report.Add(absl::StrCat(name, "/random_return_mean"), returns.mean, "return");
     report.Add(absl::StrCat(name, "/random_return_sd"), returns.sd(), "return");

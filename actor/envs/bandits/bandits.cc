@@ -133,8 +133,7 @@ Env::Outcome TwoStepTask::DoStep(int action) {
 }
 
 void TwoStepTask::WriteObservation(uint8_t* dst) const {
-  float obs[4] = {0.0f, 0.0f, 0.0f,
-                  static_cast<float>(trial_) / static_cast<float>(num_trials_)};
+  float obs[4] = {0.0f, 0.0f, 0.0f, static_cast<float>(trial_) / static_cast<float>(num_trials_)};
   obs[state_] = 1.0f;
   std::memcpy(dst, obs, sizeof(obs));
 }

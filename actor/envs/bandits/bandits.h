@@ -26,8 +26,13 @@ namespace engram::envs::bandits {
 // Not thread-safe.
 class TwoArmedBandit : public Env {
  public:
-  enum class Family { kIndependent, kDependentUniform, kDependentEasy, kDependentMedium,
-                      kDependentHard };
+  enum class Family {
+    kIndependent,
+    kDependentUniform,
+    kDependentEasy,
+    kDependentMedium,
+    kDependentHard
+  };
 
   TwoArmedBandit(Family family, int num_trials);
 

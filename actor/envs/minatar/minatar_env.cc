@@ -48,13 +48,13 @@ absl::StatusOr<std::unique_ptr<MinAtarEnv>> MinAtarEnv::Create(absl::string_view
     if (game == g.name) info = &g;
   }
   if (info == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown MinAtar game \"", game,
-                                                   "\"; expected one of: ",
-                                                   absl::StrJoin(GameNames(), ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown MinAtar game \"", game,
+                     "\"; expected one of: ", absl::StrJoin(GameNames(), ", ")));
   }
   if (!(options.sticky_action_prob >= 0.0 && options.sticky_action_prob <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "sticky_action_prob must be in [0, 1], got ", options.sticky_action_prob));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sticky_action_prob must be in [0, 1], got ", options.sticky_action_prob));
   }
   if (options.max_episode_steps < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

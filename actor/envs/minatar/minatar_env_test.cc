@@ -142,13 +142,11 @@ TEST(MinAtarEnvTest, SameSeedSameTrajectoryDifferentSeedDifferent) {
       ra = a->Step(action);
       rb = b->Step(action);
       rc = c->Step(action);
-      ASSERT_TRUE(std::equal(ra.observation.begin(), ra.observation.end(),
-                             rb.observation.begin()))
+      ASSERT_TRUE(std::equal(ra.observation.begin(), ra.observation.end(), rb.observation.begin()))
           << game << " step " << t;
       ASSERT_EQ(ra.reward, rb.reward);
       ASSERT_EQ(ra.terminated, rb.terminated);
-      differs |= !std::equal(ra.observation.begin(), ra.observation.end(),
-                             rc.observation.begin());
+      differs |= !std::equal(ra.observation.begin(), ra.observation.end(), rc.observation.begin());
       if (ra.terminated) {
         ra = a->Reset();
         rb = b->Reset();
