@@ -67,4 +67,14 @@ absl::Status Report::WriteJson(const std::string& path) const {
   return absl::OkStatus();
 }
 
+int Report::Finish(const std::string& path) const {
+  if (path.empty()) return 0;
+  if (absl::Status s = WriteJson(path); !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  std::printf("wrote %s\n", path.c_str());
+  return 0;
+}
+
 }  // namespace engram::bench

@@ -7,6 +7,7 @@
 //    "unit": STR}, ...]}
 // Result names are stable once published (e.g. "minatar/breakout/steps_per_s").
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,12 +37,32 @@ class Report {
 
   // Writes the JSON document to `path` (atomically: temp file + rename).
   absl::Status WriteJson(const std::string& path) const;
+  // The end of every benchmark's main: writes JSON when `path` is not empty and says so.
+  // Returns the process exit code (0, or 1 with the error on stderr).
+  int Finish(const std::string& path) const;
   std::string ToJson() const;
 
  private:
   std::string bench_;
   std::vector<std::pair<std::string, std::string>> config_;
   std::vector<Result> results_;
+};
+
+// The random policy of the benchmarks: a cheap xorshift generator, separate from the
+// environments' own streams, so measuring costs next to nothing.
+class PolicyRng {
+ public:
+  explicit PolicyRng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  // Uniform in [0, n).
+  int Action(int n) {
+    state_ ^= state_ << 13;
+    state_ ^= state_ >> 7;
+    state_ ^= state_ << 17;
+    return static_cast<int>((state_ >> 33) % static_cast<uint64_t>(n));
+  }
+
+ private:
+  uint64_t state_;
 };
 
 }  // namespace engram::bench

@@ -69,7 +69,7 @@ int Main() {
       return 2;
     }
     envs::Env& env = **made;
-    uint64_t policy_state = 0x9E3779B97F4A7C15ull;
+    PolicyRng policy(1);
     const int num_actions = env.spec().num_actions;
     Moments returns, lengths;
     int capped = 0;
@@ -80,10 +80,7 @@ int Main() {
       int length = 0;
       envs::StepResult r;
       do {
-        policy_state ^= policy_state << 13;
-        policy_state ^= policy_state >> 7;
-        policy_state ^= policy_state << 17;
-        r = env.Step(static_cast<int>((policy_state >> 33) % num_actions));
+        r = env.Step(policy.Action(num_actions));
         total += r.reward;
         ++length;
       } while (!r.terminated && !r.truncated && length < max_steps);
@@ -100,14 +97,7 @@ int Main() {
     report.Add(absl::StrCat(name, "/random_length_sd"), lengths.sd(), "steps");
     report.Add(absl::StrCat(name, "/random_capped_episodes"), capped, "episodes");
   }
-  if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
-    if (absl::Status s = report.WriteJson(path); !s.ok()) {
-      std::cerr << s.message() << "\n";
-      return 1;
-    }
-    std::printf("wrote %s\n", path.c_str());
-  }
-  return 0;
+  return report.Finish(absl::GetFlag(FLAGS_json));
 }
 
 }  // namespace

@@ -433,31 +433,5 @@ TEST(AsterixTest, ObjectSpawningOnThePlayerIsCaughtInTheSameStep) {
   }
 }
 
-std::vector<std::vector<uint8_t>> PlayEnv(uint64_t seed, int steps, uint32_t policy_seed) {
-  MinAtarOptions options;
-  options.sticky_action_prob = 0.0;
-  auto env = MinAtarEnv::Create("asterix", options).value();
-  std::mt19937 policy(policy_seed);
-  std::vector<std::vector<uint8_t>> trace;
-  StepResult r = env->Reset(seed);
-  trace.emplace_back(r.observation.begin(), r.observation.end());
-  for (int i = 0; i < steps; ++i) {
-    r = env->Step(static_cast<int>(policy() % kNumActions));
-    trace.emplace_back(r.observation.begin(), r.observation.end());
-    trace.back().push_back(static_cast<uint8_t>(r.reward));
-    trace.back().push_back(r.terminated ? 1 : 0);
-    if (r.terminated) r = env->Reset();
-  }
-  return trace;
-}
-
-TEST(AsterixTest, SameSeedAndActionsGiveIdenticalObservations) {
-  EXPECT_EQ(PlayEnv(123, 600, 9), PlayEnv(123, 600, 9));
-}
-
-TEST(AsterixTest, DifferentSeedsGiveDifferentObservations) {
-  EXPECT_NE(PlayEnv(123, 600, 9), PlayEnv(124, 600, 9));
-}
-
 }  // namespace
 }  // namespace engram::envs::minatar

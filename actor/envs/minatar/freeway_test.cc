@@ -323,34 +323,5 @@ TEST(FreewayTest, ActingAfterTerminalReturnsZeroAndChangesNothing) {
   EXPECT_EQ(rng.Next(), rng_before.Next());
 }
 
-std::vector<std::vector<uint8_t>> PlayEnv(uint64_t seed, int steps, uint32_t policy_seed) {
-  MinAtarOptions options;
-  options.sticky_action_prob = 0.0;
-  auto env = MinAtarEnv::Create("freeway", options).value();
-  std::mt19937 policy(policy_seed);
-  std::vector<std::vector<uint8_t>> trace;
-  StepResult r = env->Reset(seed);
-  trace.emplace_back(r.observation.begin(), r.observation.end());
-  for (int i = 0; i < steps; ++i) {
-    r = env->Step(static_cast<int>(policy() % kNumActions));
-    trace.emplace_back(r.observation.begin(), r.observation.end());
-    trace.back().push_back(static_cast<uint8_t>(r.reward));
-    trace.back().push_back(r.terminated ? 1 : 0);
-    if (r.terminated) r = env->Reset();
-  }
-  return trace;
-}
-
-TEST(FreewayTest, SameSeedAndActionsGiveIdenticalObservations) {
-  EXPECT_EQ(PlayEnv(17, 3000, 2), PlayEnv(17, 3000, 2));
-}
-
-TEST(FreewayTest, DifferentSeedsGiveDifferentObservations) {
-  const auto a = PlayEnv(17, 100, 2);
-  const auto b = PlayEnv(18, 100, 2);
-  EXPECT_NE(a.front(), b.front());
-  EXPECT_NE(a, b);
-}
-
 }  // namespace
 }  // namespace engram::envs::minatar

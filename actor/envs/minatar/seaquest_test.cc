@@ -821,30 +821,5 @@ TEST(SeaquestTest, NeverDivingPlayerNeverTerminates) {
   EXPECT_FALSE(s.fish.empty() && s.subs.empty() && s.divers.empty());
 }
 
-// Plays a uniformly random policy for `steps` steps, resetting on
-// terminal; returns every observation, reward and terminal flag.
-std::vector<uint8_t> Trajectory(uint64_t seed, int steps, bool ramping = true) {
-  auto env = MakeEnv(ramping);
-  std::vector<uint8_t> out;
-  StepResult r = env->Reset(seed);
-  std::mt19937 policy(99);
-  for (int i = 0; i < steps; ++i) {
-    out.insert(out.end(), r.observation.begin(), r.observation.end());
-    if (r.terminated) {
-      r = env->Reset();
-      continue;
-    }
-    r = env->Step(static_cast<int>(policy() % kNumActions));
-    out.push_back(static_cast<uint8_t>(r.reward));
-    out.push_back(r.terminated ? 1 : 0);
-  }
-  return out;
-}
-
-TEST(SeaquestTest, DeterministicForASeed) {
-  EXPECT_EQ(Trajectory(42, 5000), Trajectory(42, 5000));
-  EXPECT_NE(Trajectory(42, 5000), Trajectory(43, 5000));
-}
-
 }  // namespace
 }  // namespace engram::envs::minatar

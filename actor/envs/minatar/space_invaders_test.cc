@@ -491,31 +491,5 @@ TEST(SpaceInvadersTest, WrapperSpecAndMinimalActions) {
   EXPECT_EQ(static_cast<const SpaceInvaders&>(env->game()).state().cannon_col, 6);
 }
 
-// Every observation, reward and terminal flag of a random policy with sticky actions.
-std::vector<uint8_t> Trajectory(uint64_t seed, int steps) {
-  MinAtarOptions options;
-  options.sticky_action_prob = 0.25;
-  auto env = MinAtarEnv::Create("space_invaders", options).value();
-  std::vector<uint8_t> out;
-  StepResult r = env->Reset(seed);
-  std::mt19937 policy(99);
-  for (int i = 0; i < steps; ++i) {
-    out.insert(out.end(), r.observation.begin(), r.observation.end());
-    if (r.terminated) {
-      r = env->Reset();
-      continue;
-    }
-    r = env->Step(static_cast<int>(policy() % kNumActions));
-    out.push_back(static_cast<uint8_t>(r.reward));
-    out.push_back(r.terminated ? 1 : 0);
-  }
-  return out;
-}
-
-TEST(SpaceInvadersTest, DeterministicForASeed) {
-  EXPECT_EQ(Trajectory(42, 3000), Trajectory(42, 3000));
-  EXPECT_NE(Trajectory(42, 3000), Trajectory(43, 3000));
-}
-
 }  // namespace
 }  // namespace engram::envs::minatar
