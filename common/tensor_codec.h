@@ -1,7 +1,7 @@
 #ifndef ENGRAM_COMMON_TENSOR_CODEC_H_
 #define ENGRAM_COMMON_TENSOR_CODEC_H_
 
-// torch::Tensor <-> engram.v1.Tensor.
+// torch::Tensor <-> engram.v1.Tensor (validation and raw encoding: tensor_proto.h).
 //
 // Encoding copies the elements once, straight into the message's bytes (after making the
 // tensor contiguous on the CPU, which is free when it already is). Decoding validates
@@ -20,40 +20,18 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "common/tensor_proto.h"
 #include "engram/v1/tensor.pb.h"
 #include "torch/torch.h"
 
 namespace engram {
 
-// Size of one element; 0 for DTYPE_UNSPECIFIED or unknown values.
-size_t ProtoDTypeSize(v1::DType dtype);
 absl::StatusOr<torch::ScalarType> ToTorchDType(v1::DType dtype);
 absl::StatusOr<v1::DType> FromTorchDType(torch::ScalarType dtype);
 
 // Encodes `tensor` (any device, any strides) into `out`, replacing its contents.
 // INVALID_ARGUMENT for element types the wire format does not carry (e.g. complex).
 absl::Status EncodeTensor(const torch::Tensor& tensor, v1::Tensor* out);
-
-// Encodes raw row-major elements, e.g. an environment's observation buffer.
-// INVALID_ARGUMENT when `data` is not exactly product(shape) * ProtoDTypeSize(dtype) bytes.
-absl::Status EncodeRaw(v1::DType dtype, absl::Span<const int64_t> shape,
-                       absl::Span<const uint8_t> data, v1::Tensor* out);
-
-// Number of elements of a validated proto tensor, or INVALID_ARGUMENT: unknown dtype,
-// negative dimension, element count or byte size overflowing, data length not matching.
-// `what` names the tensor in messages, e.g. "insert item 17 observation".
-absl::StatusOr<int64_t> ValidateTensor(const v1::Tensor& proto, absl::string_view what = "tensor");
-
-// What a consumer expects; -1 in `shape` matches any extent of that dimension.
-struct TensorSignature {
-  v1::DType dtype = v1::DTYPE_UNSPECIFIED;  // UNSPECIFIED matches any dtype
-  std::vector<int64_t> shape;
-};
-
-// ValidateTensor plus a signature check: INVALID_ARGUMENT like
-//   `observation shape [10,10,4] does not match signature [10,10,10]`.
-absl::Status CheckSignature(const v1::Tensor& proto, const TensorSignature& signature,
-                            absl::string_view what = "tensor");
 
 // Decodes into a CPU tensor that owns a copy of the data.
 absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& proto,
@@ -63,9 +41,6 @@ absl::StatusOr<torch::Tensor> DecodeTensor(const v1::Tensor& proto,
 // `proto` lives unchanged. Read-only use.
 absl::StatusOr<torch::Tensor> DecodeTensorView(const v1::Tensor& proto,
                                                absl::string_view what = "tensor");
-
-// "[10,10,4]".
-std::string ShapeString(absl::Span<const int64_t> shape);
 
 }  // namespace engram
 
