@@ -21,6 +21,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "replay_server/frame_store.h"
+#include "replay_server/min_tree.h"
 #include "replay_server/rate_limiter.h"
 #include "replay_server/sum_tree.h"
 

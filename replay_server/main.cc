@@ -1,0 +1,397 @@
+// engram_replay_server: one replay shard (engram.v1.ReplayService) as a process.
+//
+// Flags, tables from config, restore, serve, periodic checkpoints, and a drain on
+// SIGTERM/SIGINT: health NOT_SERVING, tables closed (UNAVAILABLE), calls given 5 s to end,
+// a final checkpoint, exit 0. Bad flags or configs exit 2 with one line naming the flag;
+// other start-up failures exit 1.
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/metrics.h"
+#include "common/server.h"
+#include "common/signals.h"
+#include "common/status_macros.h"
+#include "engram/v1/experiment.pb.h"
+#include "engram/v1/replay.pb.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "replay_server/checkpoint.h"
+#include "replay_server/service.h"
+#include "replay_server/table.h"
+
+ABSL_FLAG(std::string, address, "0.0.0.0:7700",
+          "host:port to serve gRPC on. Port 0 picks a free port. Once serving, the process "
+          "prints `engram_replay_server listening on <host>:<port>` (the bound port) on stdout.");
+ABSL_FLAG(int32_t, shard_index, 0,
+          "This shard's index, >= 0 (0 when unsharded). Reported by Info and part of checkpoint "
+          "directory names.");
+ABSL_FLAG(std::string, experiment, "",
+          "Path to an engram.v1.ExperimentSpec .textproto. Every table in its replay.tables is "
+          "created at start (a restored table with an identical spec is kept; a different spec "
+          "is an error). Empty: no tables from an experiment.");
+ABSL_FLAG(std::string, tables_textproto, "",
+          "Path to a text-format engram.v1.ListTablesResponse, i.e. a list of "
+          "`tables { name: \"...\" selector: ... max_size: ... }`, created at start like "
+          "--experiment's tables. Optional; may be combined with --experiment.");
+ABSL_FLAG(std::string, checkpoint_dir, "",
+          "Directory for checkpoints of this shard (created if needed). Empty: no checkpoints "
+          "(the Checkpoint RPC returns FAILED_PRECONDITION). With it, a final checkpoint is "
+          "written on SIGTERM/SIGINT.");
+ABSL_FLAG(absl::Duration, checkpoint_every, absl::ZeroDuration(),
+          "Time between periodic checkpoints, as a duration (e.g. 10m, 1h30m). 0 (the default) "
+          "= only on request and at shutdown. Needs --checkpoint_dir.");
+ABSL_FLAG(int32_t, checkpoint_keep, 3,
+          "Checkpoints of this shard kept in --checkpoint_dir, >= 1; older ones are deleted.");
+ABSL_FLAG(bool, restore, true,
+          "At start, restore every table from the newest checkpoint in --checkpoint_dir if "
+          "there is one (default true; --norestore starts empty).");
+ABSL_FLAG(int32_t, max_insert_batch, 4096,
+          "Most items one InsertRequest may carry, >= 1. A larger request ends its stream with "
+          "RESOURCE_EXHAUSTED.");
+
+namespace engram::replay {
+namespace {
+
+constexpr char kProgram[] = "engram_replay_server";
+constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
+constexpr absl::Duration kStatusFlushGrace = absl::Milliseconds(250);
+
+// One timestamped line on stderr, written with a single call so threads do not interleave.
+void Log(absl::string_view message) {
+  const std::string line =
+      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
+                   kProgram, ": ", message, "\n");
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+[[noreturn]] void Exit(int code, absl::string_view message) {
+  Log(absl::StrCat("error: ", message));
+  // _Exit: background threads (gRPC, metrics) may still run; static destructors must not.
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
+// absl::ParseCommandLine exits with 1 on an unknown flag or an unparsable value; this
+// process promises 2 for every bad flag, so those are checked first.
+void CheckFlagSyntax(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
+    absl::string_view name = arg;
+    absl::string_view value;
+    const size_t eq = arg.find('=');
+    const bool has_value = eq != absl::string_view::npos;
+    if (has_value) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    if (name == "undefok") return;  // the user opted into absl's own handling
+    // absl's built-in flags (usage, flag files) are handled by ParseCommandLine.
+    if (name == "help" || name == "helpfull" || name == "helpshort" || name == "helppackage" ||
+        name == "helpon" || name == "helpmatch" || name == "version" || name == "only_check_args" ||
+        name == "flagfile" || name == "fromenv" || name == "tryfromenv") {
+      continue;
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
+      flag = absl::FindCommandLineFlag(name.substr(2));
+      if (flag != nullptr && flag->IsOfType<bool>()) continue;  // --nofoo
+      flag = nullptr;
+    }
+    if (flag == nullptr) Exit(2, absl::StrCat("unknown flag --", name, " (see --help)"));
+    if (!has_value) {
+      if (flag->IsOfType<bool>()) continue;
+      if (i + 1 >= argc) Exit(2, absl::StrCat("--", name, ": missing value"));
+      value = argv[++i];
+    }
+    std::string error;
+    // Parsing into the flag here is harmless: ParseCommandLine sets the same value again.
+    if (!flag->ParseFrom(value, &error)) {
+      Exit(2, absl::StrCat("--", name, ": ", error.empty() ? "bad value" : error, " (got \"", value,
+                           "\")"));
+    }
+  }
+}
+
+// Text-format parse errors with line:column (1-based), the first one only.
+class FirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    if (error_.empty()) error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+};
+
+// Reads text-format `path` into `message`, or exits 2 naming `flag`, the file and the
+// position of the error.
+void ParseTextFile(const char* flag, const std::string& path, google::protobuf::Message* message) {
+  FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    Exit(2, absl::StrCat("--", flag, ": cannot read \"", path, "\": ", std::strerror(errno)));
+  }
+  std::string text;
+  char buffer[1 << 16];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
+  std::fclose(file);
+  google::protobuf::TextFormat::Parser parser;
+  FirstError errors;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, message)) {
+    Exit(2, absl::StrCat("--", flag, ": ", path, ":", errors.error().empty() ? "?" : errors.error(),
+                         " (expected a text-format ", message->GetTypeName(), ")"));
+  }
+}
+
+struct ConfiguredTable {
+  std::string where;  // "--experiment=<path>: replay.tables[2]"
+  v1::TableSpec spec;
+};
+
+std::vector<ConfiguredTable> TablesFromFlags() {
+  std::vector<ConfiguredTable> tables;
+  if (const std::string path = absl::GetFlag(FLAGS_experiment); !path.empty()) {
+    v1::ExperimentSpec experiment;
+    ParseTextFile("experiment", path, &experiment);
+    for (int i = 0; i < experiment.replay().tables_size(); ++i) {
+      tables.push_back({absl::StrCat("--experiment=", path, ": replay.tables[", i, "]"),
+                        experiment.replay().tables(i)});
+    }
+    if (experiment.replay().tables().empty()) {
+      Log(absl::StrCat("warning: --experiment=", path,
+                       " lists no replay.tables; no tables are created from it (tables derived "
+                       "from the algorithm are created by whoever resolves the experiment)"));
+    }
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_tables_textproto); !path.empty()) {
+    v1::ListTablesResponse list;
+    ParseTextFile("tables_textproto", path, &list);
+    for (int i = 0; i < list.tables_size(); ++i) {
+      tables.push_back(
+          {absl::StrCat("--tables_textproto=", path, ": tables[", i, "]"), list.tables(i)});
+    }
+  }
+  for (const ConfiguredTable& table : tables) {
+    if (absl::Status status = ValidateTableSpec(table.spec); !status.ok()) {
+      Exit(2, absl::StrCat(table.where, ": ", status.message()));
+    }
+  }
+  return tables;
+}
+
+// Splits "host:port" ("[::1]:7700" too); exits 2 when it is not one.
+std::pair<std::string, int> SplitAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port) || port < 0 ||
+      port > 65535) {
+    Exit(2, absl::StrCat("--address: expected host:port with a port in [0, 65535], got \"", address,
+                         "\""));
+  }
+  return {address.substr(0, colon), port};
+}
+
+v1::ReplayCheckpointResponse ToResponse(const CheckpointInfo& info) {
+  v1::ReplayCheckpointResponse response;
+  response.set_path(info.path);
+  const int64_t seconds = absl::ToUnixSeconds(info.time);
+  response.mutable_time()->set_seconds(seconds);
+  response.mutable_time()->set_nanos(
+      static_cast<int32_t>((info.time - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
+  response.set_items(info.items);
+  response.set_bytes(info.bytes);
+  return response;
+}
+
+std::string Describe(const v1::ReplayCheckpointResponse& checkpoint) {
+  return absl::StrCat(checkpoint.path(), " (", checkpoint.items(), " items, ", checkpoint.bytes(),
+                      " bytes)");
+}
+
+// Restores the newest checkpoint under `dir` into `service`, if there is one.
+void Restore(const std::string& dir, int32_t shard_index, ReplayServiceImpl& service) {
+  absl::StatusOr<std::string> latest = LatestCheckpoint(dir);
+  if (absl::IsNotFound(latest.status())) {
+    Log(absl::StrCat("no checkpoint in ", dir, "; starting empty"));
+    return;
+  }
+  if (!latest.ok()) Exit(1, absl::StrCat("restore: ", latest.status().message()));
+  // Another shard's checkpoint would silently mix shards' data.
+  if (!absl::EndsWith(*latest, absl::StrCat("-shard", shard_index))) {
+    Exit(2, absl::StrCat("--checkpoint_dir: the newest checkpoint ", *latest,
+                         " is not of --shard_index=", shard_index,
+                         "; give every shard its own directory"));
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::vector<std::unique_ptr<Table>>> tables = LoadCheckpoint(
+      *latest, [&service](const std::string& name) { return service.MetricsFor(name); });
+  if (!tables.ok()) {
+    Exit(1, absl::StrCat("restore from ", *latest, ": ", tables.status().ToString(),
+                         " (--norestore starts empty)"));
+  }
+  int64_t items = 0;
+  const size_t count = tables->size();
+  for (std::unique_ptr<Table>& table : *tables) {
+    items += table->size();
+    if (absl::Status status = service.AdoptTable(std::move(table)); !status.ok()) {
+      Exit(1, absl::StrCat("restore from ", *latest, ": ", status.message()));
+    }
+  }
+  Log(absl::StrCat("restored ", count, " tables, ", items, " items from ", *latest, " in ",
+                   absl::FormatDuration(absl::Now() - start)));
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(absl::StrCat(
+      "One replay shard: serves engram.v1.ReplayService (plus grpc.health.v1 and reflection).\n"
+      "Usage: ",
+      kProgram,
+      " --address=0.0.0.0:7700 --experiment=exp.textproto --checkpoint_dir=/ckpt/replay-0\n"
+      "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, --tls_ca."));
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "replay_server/main.cc") ||
+           absl::EndsWith(file, "common/server.cc") || absl::EndsWith(file, "common/metrics.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  CheckFlagSyntax(argc, argv);
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() > 1) {
+    Exit(2, absl::StrCat("unexpected argument \"", positional[1], "\" (flags are --name=value)"));
+  }
+
+  const int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
+  const int32_t max_insert_batch = absl::GetFlag(FLAGS_max_insert_batch);
+  const std::string checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
+  const absl::Duration checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  const int32_t checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
+  if (shard_index < 0) Exit(2, absl::StrCat("--shard_index: must be >= 0, got ", shard_index));
+  if (max_insert_batch < 1) {
+    Exit(2, absl::StrCat("--max_insert_batch: must be >= 1, got ", max_insert_batch));
+  }
+  if (checkpoint_every < absl::ZeroDuration()) {
+    Exit(2, absl::StrCat("--checkpoint_every: must be >= 0, got ",
+                         absl::FormatDuration(checkpoint_every)));
+  }
+  if (checkpoint_every > absl::ZeroDuration() && checkpoint_dir.empty()) {
+    Exit(2, "--checkpoint_every: needs --checkpoint_dir");
+  }
+  if (checkpoint_keep < 1) {
+    Exit(2, absl::StrCat("--checkpoint_keep: must be >= 1, got ", checkpoint_keep));
+  }
+  const std::string address = absl::GetFlag(FLAGS_address);
+  const std::string host = SplitAddress(address).first;
+  const std::vector<ConfiguredTable> configured = TablesFromFlags();
+
+  // Before any thread exists, so that every later thread has SIGTERM/SIGINT blocked.
+  ShutdownSignal shutdown;
+
+  absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::StartFromFlags("replay_server");
+  if (!metrics.ok()) Exit(1, absl::StrCat("--metrics_port: ", metrics.status().message()));
+  if ((*metrics)->port() >= 0) Log(absl::StrCat("metrics on port ", (*metrics)->port()));
+
+  ReplayServiceImpl::Options options;
+  options.shard_index = shard_index;
+  options.max_insert_batch = max_insert_batch;
+  options.registry = &(*metrics)->registry();
+  if (!checkpoint_dir.empty()) {
+    options.checkpoint = [checkpoint_dir, shard_index,
+                          checkpoint_keep](const std::vector<std::shared_ptr<Table>>& tables)
+        -> absl::StatusOr<v1::ReplayCheckpointResponse> {
+      ENGRAM_ASSIGN_OR_RETURN(CheckpointInfo info, WriteCheckpoint(checkpoint_dir, tables,
+                                                                   shard_index, checkpoint_keep));
+      return ToResponse(info);
+    };
+  }
+  ReplayServiceImpl service(std::move(options));
+
+  if (!checkpoint_dir.empty() && absl::GetFlag(FLAGS_restore)) {
+    Restore(checkpoint_dir, shard_index, service);
+  }
+  for (const ConfiguredTable& table : configured) {
+    absl::StatusOr<bool> created = service.CreateTableFromSpec(table.spec);
+    if (!created.ok()) Exit(2, absl::StrCat(table.where, ": ", created.status().message()));
+    Log(absl::StrCat(*created ? "created" : "kept restored", " table \"", table.spec.name(), "\""));
+  }
+
+  ServerOptions server_options;
+  server_options.address = address;
+  server_options.tls = TlsOptionsFromFlags();
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(server_options, {&service});
+  if (!server.ok()) {
+    const bool bad_flag = absl::IsInvalidArgument(server.status());
+    Exit(bad_flag ? 2 : 1, absl::StrCat(bad_flag ? "" : "--address: ", server.status().message()));
+  }
+  const std::string listening = absl::StrCat(host, ":", (*server)->port());
+  std::printf("%s listening on %s\n", kProgram, listening.c_str());
+  std::fflush(stdout);
+  Log(absl::StrCat("serving shard ", shard_index, " on ", listening, " with ",
+                   service.Tables().size(), " tables"));
+
+  std::thread checkpointer;
+  if (checkpoint_every > absl::ZeroDuration()) {
+    checkpointer = std::thread([&] {
+      while (!shutdown.WaitFor(checkpoint_every)) {
+        absl::StatusOr<v1::ReplayCheckpointResponse> checkpoint = service.CheckpointNow();
+        Log(checkpoint.ok()
+                ? absl::StrCat("checkpoint written: ", Describe(*checkpoint))
+                : absl::StrCat("periodic checkpoint failed: ", checkpoint.status().ToString()));
+      }
+    });
+  }
+
+  const int signo = shutdown.Wait();
+  Log(absl::StrCat(signo == 0 ? "shutdown requested" : absl::StrCat("signal ", signo),
+                   ": draining (grace ", absl::FormatDuration(kShutdownGrace), ")"));
+  (*server)->SetServing(false);
+  // Blocked inserts and samples end now with UNAVAILABLE; other calls get the grace.
+  service.Close(absl::UnavailableError("the replay server is shutting down"));
+  if (!service.AwaitNoCalls(absl::Now() + kShutdownGrace)) {
+    Log(absl::StrCat(service.calls_in_flight(), " calls still open after the grace; cancelling"));
+  }
+  // Server::Shutdown waits its whole grace for idle client connections to close, so our
+  // calls were awaited above; this short grace only lets their final statuses go out.
+  (*server)->Shutdown(kStatusFlushGrace);
+  if (checkpointer.joinable()) checkpointer.join();
+  if (!checkpoint_dir.empty()) {
+    absl::StatusOr<v1::ReplayCheckpointResponse> checkpoint =
+        service.CheckpointNow(/*wait_for_running=*/true);
+    if (!checkpoint.ok()) {
+      Exit(1, absl::StrCat("final checkpoint failed: ", checkpoint.status().ToString()));
+    }
+    Log(absl::StrCat("final checkpoint written: ", Describe(*checkpoint)));
+  }
+  server->reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace engram::replay
+
+int main(int argc, char** argv) { return engram::replay::Run(argc, argv); }

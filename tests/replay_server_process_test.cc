@@ -1,0 +1,300 @@
+// Starts the real engram_replay_server binary: listening line, health, insert, SIGTERM with
+// a final checkpoint and exit 0, restart from that checkpoint, and exit 2 for bad flags.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/server.h"
+#include "engram/v1/replay.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+
+extern char** environ;
+
+namespace engram {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+constexpr char kListening[] = "engram_replay_server listening on ";
+
+// A child process with stdout on a pipe and stderr in a file.
+class Child {
+ public:
+  Child(const std::vector<std::string>& args, const std::string& stderr_path)
+      : stderr_path_(stderr_path) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    std::vector<char*> argv;
+    std::string binary = ENGRAM_REPLAY_SERVER_BIN;
+    argv.push_back(binary.data());
+    std::vector<std::string> copies = args;
+    for (std::string& arg : copies) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, fds[0]);
+    posix_spawn_file_actions_addclose(&actions, fds[1]);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ) != 0) {
+      pid_ = -1;
+    }
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    stdout_ = fds[0];
+  }
+
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_ >= 0) close(stdout_);
+  }
+
+  bool started() const { return pid_ > 0; }
+
+  // The host:port of the listening line, or "" when none arrives within `timeout`.
+  std::string ReadListeningAddress(absl::Duration timeout = absl::Seconds(20)) {
+    const absl::Time end = absl::Now() + timeout;
+    std::string buffer;
+    while (absl::Now() < end) {
+      pollfd p{stdout_, POLLIN, 0};
+      const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
+      if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
+      char chunk[256];
+      const ssize_t n = read(stdout_, chunk, sizeof(chunk));
+      if (n <= 0) return "";  // exited
+      buffer.append(chunk, n);
+      const size_t start = buffer.find(kListening);
+      if (start == std::string::npos) continue;
+      const size_t newline = buffer.find('\n', start);
+      if (newline == std::string::npos) continue;
+      return buffer.substr(start + sizeof(kListening) - 1,
+                           newline - start - sizeof(kListening) + 1);
+    }
+    return "";
+  }
+
+  // The exit code, or -1 when it does not exit normally within `timeout` (then killed).
+  int WaitExit(absl::Duration timeout = absl::Seconds(10)) {
+    const absl::Time end = absl::Now() + timeout;
+    while (absl::Now() < end) {
+      int status = 0;
+      const pid_t done = waitpid(pid_, &status, WNOHANG);
+      if (done == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return -1;
+  }
+
+  void Signal(int signo) { kill(pid_, signo); }
+
+  std::string Stderr() const {
+    std::ifstream in(stderr_path_);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+ private:
+  std::string stderr_path_;
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+};
+
+class ReplayServerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::path(::testing::TempDir()) / "replay_process_XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+    experiment_ = (dir_ / "experiment.textproto").string();
+    std::ofstream(experiment_) << R"pb(
+      id: "process-test"
+      replay { tables { name: "replay" selector: SELECTOR_UNIFORM max_size: 1000 } }
+    )pb";
+  }
+
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << text;
+    return path;
+  }
+
+  std::unique_ptr<Child> Start(std::vector<std::string> args) {
+    return std::make_unique<Child>(args, (dir_ / absl::StrCat("stderr", ++children_)).string());
+  }
+
+  std::vector<std::string> ServerArgs() const {
+    return {"--address=127.0.0.1:0", "--experiment=" + experiment_,
+            "--checkpoint_dir=" + (dir_ / "ckpt").string(), "--metrics_port=-1"};
+  }
+
+  fs::path dir_;
+  std::string experiment_;
+  int children_ = 0;
+};
+
+v1::Item Item(uint64_t key) {
+  v1::Item item;
+  item.set_key(key);
+  item.set_priority(1.0);
+  v1::Transition* t = item.mutable_transition();
+  for (v1::Tensor* obs : {t->mutable_observation(), t->mutable_next_observation()}) {
+    obs->set_dtype(v1::DTYPE_UINT8);
+    obs->add_shape(4);
+    obs->set_data(std::string(4, static_cast<char>(key)));
+  }
+  t->set_discount(1.0f);
+  return item;
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+}
+
+int64_t TableSize(v1::ReplayService::Stub& stub) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ReplayInfoRequest request;
+  request.add_tables("replay");
+  v1::ReplayInfoResponse response;
+  grpc::Status status = stub.Info(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.tables_size() == 1 ? response.tables(0).size() : -1;
+}
+
+TEST_F(ReplayServerProcessTest, ServesDrainsOnSigtermCheckpointsAndRestores) {
+  auto server = Start(ServerArgs());
+  ASSERT_TRUE(server->started());
+  std::string address = server->ReadListeningAddress();
+  ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:")) << server->Stderr();
+  ASSERT_NE(address, "127.0.0.1:0");
+
+  auto channel = CreateChannel(address, {});
+  ASSERT_TRUE(channel.ok());
+  {
+    auto health = grpc::health::v1::Health::NewStub(*channel);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&context, {}, &response).ok());
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  auto stub = v1::ReplayService::NewStub(*channel);
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = stub->Insert(&context);
+    v1::InsertRequest request;
+    request.set_table("replay");
+    for (uint64_t key = 1; key <= 10; ++key) *request.add_items() = Item(key);
+    ASSERT_TRUE(stream->Write(request));
+    v1::InsertResponse ack;
+    ASSERT_TRUE(stream->Read(&ack));
+    EXPECT_EQ(ack.keys_size(), 10);
+    stream->WritesDone();
+    ASSERT_TRUE(stream->Finish().ok());
+  }
+  EXPECT_EQ(TableSize(*stub), 10);
+
+  server->Signal(SIGTERM);
+  EXPECT_EQ(server->WaitExit(), 0) << server->Stderr();
+  EXPECT_THAT(server->Stderr(), HasSubstr("final checkpoint written"));
+  int checkpoints = 0;
+  for (const auto& entry : fs::directory_iterator(dir_ / "ckpt")) {
+    if (absl::StartsWith(entry.path().filename().string(), "ckpt-")) ++checkpoints;
+  }
+  EXPECT_EQ(checkpoints, 1);
+
+  // Same flags again: the items come back from the checkpoint.
+  auto restarted = Start(ServerArgs());
+  address = restarted->ReadListeningAddress();
+  ASSERT_FALSE(address.empty()) << restarted->Stderr();
+  channel = CreateChannel(address, {});
+  ASSERT_TRUE(channel.ok());
+  stub = v1::ReplayService::NewStub(*channel);
+  EXPECT_EQ(TableSize(*stub), 10) << restarted->Stderr();
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = stub->Sample(&context);
+    v1::SampleRequest request;
+    request.set_table("replay");
+    request.set_batch_size(1);
+    request.set_credits(1);
+    ASSERT_TRUE(stream->Write(request));
+    v1::SampleResponse batch;
+    ASSERT_TRUE(stream->Read(&batch));
+    ASSERT_EQ(batch.items_size(), 1);
+    const uint64_t key = batch.items(0).item().key();
+    EXPECT_GE(key, 1u);
+    EXPECT_LE(key, 10u);
+    EXPECT_EQ(batch.items(0).item().transition().observation().data(),
+              std::string(4, static_cast<char>(key)));
+    stream->WritesDone();
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  restarted->Signal(SIGTERM);
+  EXPECT_EQ(restarted->WaitExit(), 0) << restarted->Stderr();
+}
+
+TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string expected;
+  };
+  const std::string bad_syntax = Write("bad.textproto", "replay {\n  tables { nme: 1 }\n}\n");
+  const std::string bad_spec =
+      Write("bad_spec.textproto", "replay { tables { name: \"t\" selector: SELECTOR_UNIFORM } }");
+  const std::vector<Case> cases = {
+      {{"--shard_index=-1"}, "--shard_index"},
+      {{"--experiment=" + (dir_ / "missing.textproto").string()}, "--experiment"},
+      {{"--experiment=" + bad_syntax}, "bad.textproto:2:"},
+      {{"--experiment=" + bad_spec}, "spec.max_size"},
+      {{"--max_insert_batch=0"}, "--max_insert_batch"},
+      {{"--checkpoint_every=1m"}, "--checkpoint_dir"},
+      {{"--no_such_flag=1"}, "--no_such_flag"},
+      {{"--shard_index=abc"}, "--shard_index"},
+      {{"--address=nonsense"}, "--address"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"--address=127.0.0.1:0", "--metrics_port=-1"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    auto child = Start(args);
+    ASSERT_TRUE(child->started());
+    EXPECT_EQ(child->WaitExit(), 2) << c.args[0] << ": " << child->Stderr();
+    EXPECT_THAT(child->Stderr(), HasSubstr(c.expected)) << c.args[0];
+  }
+}
+
+}  // namespace
+}  // namespace engram
