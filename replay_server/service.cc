@@ -11,10 +11,14 @@
 #include "absl/strings/strip.h"
 #include "common/metrics.h"
 #include "common/status.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace engram::replay {
 namespace {
+
+constexpr size_t kInsertArenaBlock = 1 << 20;
+constexpr size_t kSampleArenaBlock = 1 << 20;
 
 absl::Time DeadlineOf(const grpc::ServerContextBase& context) {
   const auto deadline = context.deadline();
@@ -238,7 +242,15 @@ class ReplayServiceImpl::SampleStream final
 
   absl::Status ProduceBatches() {
     Table& table = *entry_->table;
+    std::unique_ptr<char[]> arena_block(new char[kSampleArenaBlock]);
+    google::protobuf::ArenaOptions arena_options;
+    arena_options.initial_block = arena_block.get();
+    arena_options.initial_block_size = kSampleArenaBlock;
+    google::protobuf::Arena arena(arena_options);
     for (int64_t sequence = 0;; ++sequence) {
+      // The previous batch's write is done: its message can go.
+      arena.Reset();
+      response_ = google::protobuf::Arena::CreateMessage<v1::SampleResponse>(&arena);
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(this, &SampleStream::ReadyLocked));
@@ -259,7 +271,7 @@ class ReplayServiceImpl::SampleStream final
               absl::MutexLock lock(&mu_);
               beta = beta_;  // a change received while waiting applies to this batch
             }
-            return table.Sample(batch_size_, beta, deadline, &response_);
+            return table.Sample(batch_size_, beta, deadline, response_);
           });
       if (!sampled.has_value()) {
         absl::MutexLock lock(&mu_);
@@ -275,14 +287,14 @@ class ReplayServiceImpl::SampleStream final
       if (entry_->sample_latency != nullptr) {
         entry_->sample_latency->Observe(absl::ToDoubleSeconds(absl::Now() - start));
       }
-      response_.set_table(table_name_);
-      response_.set_sequence(sequence);
+      response_->set_table(table_name_);
+      response_->set_sequence(sequence);
       {
         absl::MutexLock lock(&mu_);
         --credits_;
         write_pending_ = true;
       }
-      StartWrite(&response_);
+      StartWrite(response_);
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &SampleStream::WriteDoneLocked));
       if (!write_ok_) return absl::CancelledError("sample: the client went away");
@@ -301,8 +313,9 @@ class ReplayServiceImpl::SampleStream final
   absl::Duration timeout_ = absl::ZeroDuration();
   std::thread producer_;
 
-  v1::SampleRequest request_;    // owned by the outstanding read
-  v1::SampleResponse response_;  // owned by the producer, or by the outstanding write
+  v1::SampleRequest request_;               // owned by the outstanding read
+  v1::SampleResponse* response_ = nullptr;  // on the producer's arena; owned by the producer,
+                                            // or by the outstanding write
 
   absl::Mutex mu_;
   int64_t credits_ ABSL_GUARDED_BY(mu_) = 0;
@@ -550,10 +563,18 @@ grpc::Status ReplayServiceImpl::Insert(
   const CallGuard call(this);
   const absl::Time deadline = DeadlineOf(*context);
   const auto cancelled = [context] { return context->IsCancelled(); };
-  // Reused across requests: parsing into a cleared message keeps its allocations.
-  v1::InsertRequest request;
+  // Each request is parsed into a message on an arena that is reset per request: no
+  // per-item allocations of messages (only string buffers), no destructors.
+  std::unique_ptr<char[]> arena_block(new char[kInsertArenaBlock]);
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.initial_block = arena_block.get();
+  arena_options.initial_block_size = kInsertArenaBlock;
+  google::protobuf::Arena arena(arena_options);
   v1::InsertResponse response;
-  while (stream->Read(&request)) {
+  while (true) {
+    arena.Reset();
+    v1::InsertRequest& request = *google::protobuf::Arena::CreateMessage<v1::InsertRequest>(&arena);
+    if (!stream->Read(&request)) break;
     if (request.table().empty()) return Fail("Insert", TableRequired("insert"));
     absl::StatusOr<std::shared_ptr<Entry>> entry = Find(request.table());
     if (!entry.ok()) return Fail("Insert", entry.status());

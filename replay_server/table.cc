@@ -151,7 +151,42 @@ double Table::SelectorWeight(double priority) const {
   return priority == 0 ? 0.0 : std::pow(priority, alpha);
 }
 
+namespace {
+
+// Whether `t` passes ValidateTensor and matches `spec` (dtype unless UNSPECIFIED, shape with
+// -1 as a wildcard), without building any error message.
+bool TensorMatches(const v1::Tensor& t, const v1::TensorSpec* spec) {
+  if (!ValidateTensor(t, absl::string_view()).ok()) return false;
+  if (spec == nullptr) return true;
+  if (spec->dtype() != v1::DTYPE_UNSPECIFIED && t.dtype() != spec->dtype()) return false;
+  if (t.shape_size() != spec->shape_size()) return false;
+  for (int i = 0; i < t.shape_size(); ++i) {
+    if (spec->shape(i) != -1 && spec->shape(i) != t.shape(i)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::Status Table::ValidateItem(int index, const v1::Item& item) const {
+  // Fast path for a valid transition: the same checks as below, but no strings are built.
+  // Anything it does not accept goes through the checks below, which name the problem.
+  const v1::TrajectorySignature& fast_sig = spec_.signature();
+  if (item.key() != 0 && std::isfinite(item.priority()) && item.priority() >= 0 &&
+      item.payload_case() == v1::Item::kTransition &&
+      fast_sig.payload() != v1::PAYLOAD_KIND_CHUNK) {
+    const v1::Transition& t = item.transition();
+    const v1::TensorSpec* obs_spec = fast_sig.has_observation() ? &fast_sig.observation() : nullptr;
+    const int num_actions = fast_sig.num_actions();
+    if (TensorMatches(t.observation(), obs_spec) && TensorMatches(t.next_observation(), obs_spec) &&
+        t.observation().dtype() == t.next_observation().dtype() &&
+        std::equal(t.observation().shape().begin(), t.observation().shape().end(),
+                   t.next_observation().shape().begin(), t.next_observation().shape().end()) &&
+        t.action() >= 0 && (num_actions == 0 || t.action() < num_actions) &&
+        std::isfinite(t.reward()) && t.discount() >= 0 && t.discount() <= 1 && t.steps() >= 0) {
+      return absl::OkStatus();
+    }
+  }
   const auto where = [&] { return absl::StrCat("insert item ", index, " (key ", item.key(), ")"); };
   if (item.key() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("insert item ", index, ": key must not be 0"));
