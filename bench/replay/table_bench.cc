@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -128,7 +129,17 @@ int Main() {
     for (size_t b = 0; b < prepared.size(); ++b) {
       // The copy (Insert consumes its batch) and fresh keys are not timed.
       work[b] = prepared[b];
-      for (v1::Item& item : work[b]) item.set_key(++t + (uint64_t{1} << 40));
+      for (v1::Item& item : work[b]) {
+        // Fresh keys, and fresh frames as an actor would send them: stamp observation t
+        // and next observation t + n so that each frame is new and shared by two items.
+        ++t;
+        item.set_key(t + (uint64_t{1} << 40));
+        const uint64_t stamps[2] = {t, t + kNStep};
+        std::memcpy(item.mutable_transition()->mutable_observation()->mutable_data()->data(),
+                    &stamps[0], sizeof(uint64_t));
+        std::memcpy(item.mutable_transition()->mutable_next_observation()->mutable_data()->data(),
+                    &stamps[1], sizeof(uint64_t));
+      }
       const absl::Time begin = absl::Now();
       if (!table->Insert(&work[b], absl::InfiniteFuture()).ok()) return 1;
       insert_time += absl::Now() - begin;
