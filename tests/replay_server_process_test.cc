@@ -1,9 +1,7 @@
 // Starts the real engram_replay_server binary: listening line, health, insert, SIGTERM with
 // a final checkpoint and exit 0, restart from that checkpoint, and exit 2 for bad flags.
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,13 +20,12 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/server.h"
+#include "common/subprocess.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
 
 namespace engram {
 namespace {
@@ -37,96 +34,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 constexpr char kListening[] = "engram_replay_server listening on ";
-
-// A child process with stdout on a pipe and stderr in a file.
-class Child {
- public:
-  Child(const std::vector<std::string>& args, const std::string& stderr_path)
-      : stderr_path_(stderr_path) {
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<char*> argv;
-    std::string binary = ENGRAM_REPLAY_SERVER_BIN;
-    argv.push_back(binary.data());
-    std::vector<std::string> copies = args;
-    for (std::string& arg : copies) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ) != 0) {
-      pid_ = -1;
-    }
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[1]);
-    stdout_ = fds[0];
-  }
-
-  ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_ >= 0) close(stdout_);
-  }
-
-  bool started() const { return pid_ > 0; }
-
-  // The host:port of the listening line, or "" when none arrives within `timeout`.
-  std::string ReadListeningAddress(absl::Duration timeout = absl::Seconds(20)) {
-    const absl::Time end = absl::Now() + timeout;
-    std::string buffer;
-    while (absl::Now() < end) {
-      pollfd p{stdout_, POLLIN, 0};
-      const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
-      if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
-      char chunk[256];
-      const ssize_t n = read(stdout_, chunk, sizeof(chunk));
-      if (n <= 0) return "";  // exited
-      buffer.append(chunk, n);
-      const size_t start = buffer.find(kListening);
-      if (start == std::string::npos) continue;
-      const size_t newline = buffer.find('\n', start);
-      if (newline == std::string::npos) continue;
-      return buffer.substr(start + sizeof(kListening) - 1,
-                           newline - start - sizeof(kListening) + 1);
-    }
-    return "";
-  }
-
-  // The exit code, or -1 when it does not exit normally within `timeout` (then killed).
-  int WaitExit(absl::Duration timeout = absl::Seconds(10)) {
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      int status = 0;
-      const pid_t done = waitpid(pid_, &status, WNOHANG);
-      if (done == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    return -1;
-  }
-
-  void Signal(int signo) { kill(pid_, signo); }
-
-  std::string Stderr() const {
-    std::ifstream in(stderr_path_);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
- private:
-  std::string stderr_path_;
-  pid_t pid_ = -1;
-  int stdout_ = -1;
-};
 
 class ReplayServerProcessTest : public ::testing::Test {
  protected:
@@ -149,8 +56,11 @@ class ReplayServerProcessTest : public ::testing::Test {
     return path;
   }
 
-  std::unique_ptr<Child> Start(std::vector<std::string> args) {
-    return std::make_unique<Child>(args, (dir_ / absl::StrCat("stderr", ++children_)).string());
+  // The server with `args`; nullptr when it cannot be started.
+  std::unique_ptr<Subprocess> Start(std::vector<std::string> args) {
+    args.insert(args.begin(), ENGRAM_REPLAY_SERVER_BIN);
+    auto child = Subprocess::Start(args, (dir_ / absl::StrCat("stderr", ++children_)).string());
+    return child.ok() ? std::move(*child) : nullptr;
   }
 
   std::vector<std::string> ServerArgs() const {
@@ -194,9 +104,9 @@ int64_t TableSize(v1::ReplayService::Stub& stub) {
 
 TEST_F(ReplayServerProcessTest, ServesDrainsOnSigtermCheckpointsAndRestores) {
   auto server = Start(ServerArgs());
-  ASSERT_TRUE(server->started());
-  std::string address = server->ReadListeningAddress();
-  ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:")) << server->Stderr();
+  ASSERT_TRUE(server != nullptr);
+  std::string address = server->WaitForLine(kListening, absl::Seconds(20)).value_or("");
+  ASSERT_THAT(address, ::testing::StartsWith("127.0.0.1:")) << server->ReadStderr();
   ASSERT_NE(address, "127.0.0.1:0");
 
   auto channel = CreateChannel(address, {});
@@ -227,8 +137,8 @@ TEST_F(ReplayServerProcessTest, ServesDrainsOnSigtermCheckpointsAndRestores) {
   EXPECT_EQ(TableSize(*stub), 10);
 
   server->Signal(SIGTERM);
-  EXPECT_EQ(server->WaitExit(), 0) << server->Stderr();
-  EXPECT_THAT(server->Stderr(), HasSubstr("final checkpoint written"));
+  EXPECT_EQ(server->Wait(absl::Seconds(10)).value_or(-1), 0) << server->ReadStderr();
+  EXPECT_THAT(server->ReadStderr(), HasSubstr("final checkpoint written"));
   int checkpoints = 0;
   for (const auto& entry : fs::directory_iterator(dir_ / "ckpt")) {
     if (absl::StartsWith(entry.path().filename().string(), "ckpt-")) ++checkpoints;
@@ -237,12 +147,12 @@ TEST_F(ReplayServerProcessTest, ServesDrainsOnSigtermCheckpointsAndRestores) {
 
   // Same flags again: the items come back from the checkpoint.
   auto restarted = Start(ServerArgs());
-  address = restarted->ReadListeningAddress();
-  ASSERT_FALSE(address.empty()) << restarted->Stderr();
+  address = restarted->WaitForLine(kListening, absl::Seconds(20)).value_or("");
+  ASSERT_FALSE(address.empty()) << restarted->ReadStderr();
   channel = CreateChannel(address, {});
   ASSERT_TRUE(channel.ok());
   stub = v1::ReplayService::NewStub(*channel);
-  EXPECT_EQ(TableSize(*stub), 10) << restarted->Stderr();
+  EXPECT_EQ(TableSize(*stub), 10) << restarted->ReadStderr();
   {
     grpc::ClientContext context;
     SetDeadline(&context);
@@ -264,7 +174,7 @@ TEST_F(ReplayServerProcessTest, ServesDrainsOnSigtermCheckpointsAndRestores) {
     EXPECT_TRUE(stream->Finish().ok());
   }
   restarted->Signal(SIGTERM);
-  EXPECT_EQ(restarted->WaitExit(), 0) << restarted->Stderr();
+  EXPECT_EQ(restarted->Wait(absl::Seconds(10)).value_or(-1), 0) << restarted->ReadStderr();
 }
 
 TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
@@ -290,9 +200,10 @@ TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
     std::vector<std::string> args = {"--address=127.0.0.1:0", "--metrics_port=-1"};
     args.insert(args.end(), c.args.begin(), c.args.end());
     auto child = Start(args);
-    ASSERT_TRUE(child->started());
-    EXPECT_EQ(child->WaitExit(), 2) << c.args[0] << ": " << child->Stderr();
-    EXPECT_THAT(child->Stderr(), HasSubstr(c.expected)) << c.args[0];
+    ASSERT_TRUE(child != nullptr);
+    EXPECT_EQ(child->Wait(absl::Seconds(10)).value_or(-1), 2)
+        << c.args[0] << ": " << child->ReadStderr();
+    EXPECT_THAT(child->ReadStderr(), HasSubstr(c.expected)) << c.args[0];
   }
 }
 

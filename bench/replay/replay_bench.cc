@@ -58,7 +58,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -94,14 +93,13 @@
 #include "bench/common/bench_report.h"
 #include "common/server.h"
 #include "common/status_macros.h"
+#include "common/subprocess.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "engram/v1/replay.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "replay_server/client/sampler.h"
 #include "replay_server/client/writer.h"
-
-extern char** environ;
 
 ABSL_FLAG(double, seconds, 3.0, "Measuring time of each run, in seconds.");
 ABSL_FLAG(int64_t, max_size, 1'000'000, "max_size of the server's table.");
@@ -135,94 +133,6 @@ constexpr double kLoopbackGoal = 0.5;
 const absl::Duration kRpcTimeout = absl::Seconds(60);
 
 // ---- the server process -------------------------------------------------------------------
-
-// engram_replay_server as a child: stdout on a pipe (for the listening line), stderr in a
-// file. Killed with SIGKILL if still running on destruction.
-class ServerProcess {
- public:
-  ServerProcess(const std::string& binary, const std::vector<std::string>& args,
-                const std::string& stderr_path)
-      : stderr_path_(stderr_path) {
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> copies = args;
-    std::string bin = binary;
-    std::vector<char*> argv = {bin.data()};
-    for (std::string& arg : copies) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addclose(&actions, fds[0]);
-    posix_spawn_file_actions_addclose(&actions, fds[1]);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (posix_spawn(&pid_, bin.c_str(), &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&actions);
-    close(fds[1]);
-    stdout_ = fds[0];
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (stdout_ >= 0) close(stdout_);
-  }
-
-  pid_t pid() const { return pid_; }
-
-  // host:port from the listening line, or "" when none arrives within `timeout`.
-  std::string ReadListeningAddress(absl::Duration timeout) {
-    if (pid_ <= 0) return "";
-    const absl::Time end = absl::Now() + timeout;
-    std::string buffer;
-    while (absl::Now() < end) {
-      pollfd p{stdout_, POLLIN, 0};
-      const int ms = static_cast<int>(absl::ToInt64Milliseconds(end - absl::Now()));
-      if (poll(&p, 1, std::max(ms, 1)) <= 0) continue;
-      char chunk[256];
-      const ssize_t n = read(stdout_, chunk, sizeof(chunk));
-      if (n <= 0) return "";  // exited
-      buffer.append(chunk, static_cast<size_t>(n));
-      const size_t start = buffer.find(kListening);
-      if (start == std::string::npos) continue;
-      const size_t newline = buffer.find('\n', start);
-      if (newline == std::string::npos) continue;
-      const size_t from = start + sizeof(kListening) - 1;
-      return buffer.substr(from, newline - from);
-    }
-    return "";
-  }
-
-  // SIGTERM, then the exit code; -1 when it does not exit normally within `timeout`.
-  int Terminate(absl::Duration timeout) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    const absl::Time end = absl::Now() + timeout;
-    while (absl::Now() < end) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return -1;
-  }
-
-  std::string Stderr() const {
-    std::ifstream in(stderr_path_);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
- private:
-  std::string stderr_path_;
-  pid_t pid_ = -1;
-  int stdout_ = -1;
-};
 
 // A channel with its own subchannel pool, so every client object gets its own TCP
 // connection (gRPC would otherwise share one between channels with equal arguments).
@@ -726,15 +636,18 @@ int Main() {
   const std::string tables_path = (dir / "tables.textproto").string();
   std::ofstream(tables_path) << TablesTextproto(max_size);
   const std::string load_before = LoadAverage();
-  auto server = std::make_unique<ServerProcess>(
-      absl::GetFlag(FLAGS_server),
-      std::vector<std::string>{"--address=127.0.0.1:0", "--tables_textproto=" + tables_path,
-                               "--metrics_port=-1"},
-      (dir / "server.stderr").string());
-  const std::string address = server->ReadListeningAddress(absl::Seconds(60));
+  auto started = Subprocess::Start({absl::GetFlag(FLAGS_server), "--address=127.0.0.1:0",
+                                    "--tables_textproto=" + tables_path, "--metrics_port=-1"},
+                                   (dir / "server.stderr").string());
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(started.status().message()).c_str());
+    return 1;
+  }
+  std::unique_ptr<Subprocess> server = std::move(*started);
+  const std::string address = server->WaitForLine(kListening, absl::Seconds(60)).value_or("");
   if (address.empty()) {
     std::fprintf(stderr, "replay_bench: %s did not start; its stderr:\n%s\n",
-                 absl::GetFlag(FLAGS_server).c_str(), server->Stderr().c_str());
+                 absl::GetFlag(FLAGS_server).c_str(), server->ReadStderr().c_str());
     fs::remove_all(dir);
     return 1;
   }
@@ -857,8 +770,8 @@ int Main() {
   }
   const v1::TableInfo& table = info.tables(0);
   const int64_t appended = shared.appended_total.load();
-  const int exit_code = server->Terminate(absl::Seconds(60));
-  const std::string server_stderr = server->Stderr();
+  const int exit_code = server->Terminate(absl::Seconds(60)).value_or(-1);
+  const std::string server_stderr = server->ReadStderr();
   server.reset();
   fs::remove_all(dir);
   if (table.inserts_total() != appended || table.duplicate_inserts_total() != 0) {
