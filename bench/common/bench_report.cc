@@ -4,9 +4,6 @@
 #include <cstdio>
 #include <fstream>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-
 namespace engram::bench {
 namespace {
 
@@ -25,7 +22,9 @@ std::string Quote(const std::string& s) {
         break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
-          out += absl::StrFormat("\\u%04x", c);
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
+          out += escaped;
         } else {
           out += c;
         }
@@ -34,43 +33,48 @@ std::string Quote(const std::string& s) {
   return out + "\"";
 }
 
+std::string Number(double value) {
+  if (!std::isfinite(value)) return "null";  // JSON has no NaN or infinity
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.6g", value);
+  return text;
+}
+
 }  // namespace
 
 std::string Report::ToJson() const {
-  std::string json = absl::StrCat("{\"bench\": ", Quote(bench_), ", \"config\": {");
+  std::string json = "{\"bench\": " + Quote(bench_) + ", \"config\": {";
   for (size_t i = 0; i < config_.size(); ++i) {
-    absl::StrAppend(&json, i ? ", " : "", Quote(config_[i].first), ": ", Quote(config_[i].second));
+    json += (i ? ", " : "") + Quote(config_[i].first) + ": " + Quote(config_[i].second);
   }
-  absl::StrAppend(&json, "}, \"results\": [");
+  json += "}, \"results\": [";
   for (size_t i = 0; i < results_.size(); ++i) {
     const Result& r = results_[i];
-    // JSON has no NaN or infinity.
-    const std::string value = std::isfinite(r.value) ? absl::StrFormat("%.6g", r.value) : "null";
-    absl::StrAppend(&json, i ? ",\n  " : "\n  ", "{\"name\": ", Quote(r.name),
-                    ", \"value\": ", value, ", \"unit\": ", Quote(r.unit), "}");
+    json += (i ? ",\n  " : "\n  ") + std::string("{\"name\": ") + Quote(r.name) +
+            ", \"value\": " + Number(r.value) + ", \"unit\": " + Quote(r.unit) + "}";
   }
-  absl::StrAppend(&json, "\n]}\n");
+  json += "\n]}\n";
   return json;
 }
 
-absl::Status Report::WriteJson(const std::string& path) const {
+std::string Report::WriteJson(const std::string& path) const {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return absl::InvalidArgumentError(absl::StrCat("cannot write \"", tmp, "\""));
+    if (!out) return "cannot write \"" + tmp + "\"";
     out << ToJson();
-    if (!out.flush()) return absl::DataLossError(absl::StrCat("short write to \"", tmp, "\""));
+    if (!out.flush()) return "short write to \"" + tmp + "\"";
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename \"", tmp, "\" to \"", path, "\""));
+    return "cannot rename \"" + tmp + "\" to \"" + path + "\"";
   }
-  return absl::OkStatus();
+  return "";
 }
 
 int Report::Finish(const std::string& path) const {
   if (path.empty()) return 0;
-  if (absl::Status s = WriteJson(path); !s.ok()) {
-    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+  if (const std::string error = WriteJson(path); !error.empty()) {
+    std::fprintf(stderr, "%s\n", error.c_str());
     return 1;
   }
   std::printf("wrote %s\n", path.c_str());

@@ -12,7 +12,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/status/status.h"
 
 namespace engram::bench {
 
@@ -35,8 +34,10 @@ class Report {
   }
   const std::vector<Result>& results() const { return results_; }
 
-  // Writes the JSON document to `path` (atomically: temp file + rename).
-  absl::Status WriteJson(const std::string& path) const;
+  // Writes the JSON document to `path` (atomically: temp file + rename). Returns "" on
+  // success, else what went wrong. Standard library only, so benchmarks built with
+  // LibTorch alone (learner/core on a GPU machine) can use it.
+  std::string WriteJson(const std::string& path) const;
   // The end of every benchmark's main: writes JSON when `path` is not empty and says so.
   // Returns the process exit code (0, or 1 with the error on stderr).
   int Finish(const std::string& path) const;

@@ -27,12 +27,12 @@ TEST(BenchReportTest, WritesTheFileOrFailsWithStatus) {
   Report report("x");
   report.Add("a", 1, "u");
   const std::string path = ::testing::TempDir() + "/bench_report_test.json";
-  ASSERT_TRUE(report.WriteJson(path).ok());
+  ASSERT_EQ(report.WriteJson(path), "");
   std::ifstream in(path);
   std::stringstream contents;
   contents << in.rdbuf();
   EXPECT_EQ(contents.str(), report.ToJson());
-  EXPECT_FALSE(report.WriteJson("/nonexistent-dir/out.json").ok());
+  EXPECT_NE(report.WriteJson("/nonexistent-dir/out.json"), "");
   EXPECT_EQ(report.Finish(""), 0);
   EXPECT_EQ(report.Finish("/nonexistent-dir/out.json"), 1);
 }
