@@ -15,9 +15,13 @@
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
+#include "replay_server/testing/test_items.h"
 
 namespace engram::replay {
 namespace {
+
+using ::engram::replay::testing::TestObservation;
+using ::engram::replay::testing::TestTransition;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -47,29 +51,6 @@ v1::TableSpec RateLimitedSpec(const std::string& name) {
   spec.mutable_rate_limiter()->set_min_size_to_sample(1);
   spec.mutable_rate_limiter()->set_error_buffer(1);
   return spec;
-}
-
-v1::Tensor Obs(int value, int rows = 2) {
-  v1::Tensor t;
-  t.set_dtype(v1::DTYPE_UINT8);
-  t.add_shape(rows);
-  t.add_shape(3);
-  t.set_data(std::string(rows * 3, static_cast<char>(value)));
-  return t;
-}
-
-v1::Item Item(uint64_t key, double priority = 1.0) {
-  v1::Item item;
-  item.set_key(key);
-  item.set_priority(priority);
-  v1::Transition* t = item.mutable_transition();
-  *t->mutable_observation() = Obs(static_cast<int>(key));
-  *t->mutable_next_observation() = Obs(static_cast<int>(key) + 1);
-  t->set_action(static_cast<int>(key % 4));
-  t->set_reward(1.0f);
-  t->set_discount(0.99f);
-  t->set_steps(1);
-  return item;
 }
 
 v1::InsertRequest InsertRequest(const std::string& table, std::vector<v1::Item> items) {
@@ -252,7 +233,7 @@ TEST_F(ReplayServiceTest, CreateListDeleteAndIdempotentCreate) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("spec.priority_exponent"));
 
-  Fill("a", {Item(1), Item(2)});
+  Fill("a", {TestTransition(1), TestTransition(2)});
   int64_t removed = -1;
   ASSERT_TRUE(Delete("a", &removed).ok());
   EXPECT_EQ(removed, 2);
@@ -288,7 +269,8 @@ TEST_F(ReplayServiceTest, InsertAcksKeysInOrderAndInfoShowsThem) {
   ASSERT_TRUE(Create(Spec("t")).ok());
   std::vector<v1::InsertResponse> acks;
   ASSERT_TRUE(
-      InsertAll({InsertRequest("t", {Item(5), Item(3), Item(9)}), InsertRequest("t", {Item(1)})},
+      InsertAll({InsertRequest("t", {TestTransition(5), TestTransition(3), TestTransition(9)}),
+                 InsertRequest("t", {TestTransition(1)})},
                 &acks)
           .ok());
   ASSERT_EQ(acks.size(), 2u);
@@ -303,10 +285,10 @@ TEST_F(ReplayServiceTest, InsertAcksKeysInOrderAndInfoShowsThem) {
 TEST_F(ReplayServiceTest, DuplicateKeysAreAckedButStoredOnce) {
   ASSERT_TRUE(Create(Spec("t")).ok());
   std::vector<v1::InsertResponse> acks;
-  ASSERT_TRUE(
-      InsertAll({InsertRequest("t", {Item(1), Item(2)}), InsertRequest("t", {Item(2), Item(3)})},
-                &acks)
-          .ok());
+  ASSERT_TRUE(InsertAll({InsertRequest("t", {TestTransition(1), TestTransition(2)}),
+                         InsertRequest("t", {TestTransition(2), TestTransition(3)})},
+                        &acks)
+                  .ok());
   ASSERT_EQ(acks.size(), 2u);
   EXPECT_THAT(Keys(acks[1]), ElementsAre(2, 3));
   const v1::TableInfo info = TableInfo("t");
@@ -316,13 +298,13 @@ TEST_F(ReplayServiceTest, DuplicateKeysAreAckedButStoredOnce) {
 
 TEST_F(ReplayServiceTest, BadItemEndsStreamWithInvalidArgumentAndStoresNothingOfIt) {
   ASSERT_TRUE(Create(Spec("t")).ok());
-  v1::Item bad = Item(8);
-  *bad.mutable_transition()->mutable_observation() = Obs(1, /*rows=*/4);
+  v1::Item bad = TestTransition(8);
+  *bad.mutable_transition()->mutable_observation() = TestObservation(1, /*rows=*/4);
   std::vector<v1::InsertResponse> acks;
-  grpc::Status status =
-      InsertAll({InsertRequest("t", {Item(1)}), InsertRequest("t", {Item(7), bad}),
-                 InsertRequest("t", {Item(9)})},
-                &acks);
+  grpc::Status status = InsertAll(
+      {InsertRequest("t", {TestTransition(1)}), InsertRequest("t", {TestTransition(7), bad}),
+       InsertRequest("t", {TestTransition(9)})},
+      &acks);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("insert item 1 (key 8)"));
   ASSERT_EQ(acks.size(), 1u) << "the ack sent before the error stands";
@@ -331,10 +313,10 @@ TEST_F(ReplayServiceTest, BadItemEndsStreamWithInvalidArgumentAndStoresNothingOf
 }
 
 TEST_F(ReplayServiceTest, InsertIntoUnknownTableIsNotFound) {
-  grpc::Status status = InsertAll({InsertRequest("nope", {Item(1)})});
+  grpc::Status status = InsertAll({InsertRequest("nope", {TestTransition(1)})});
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(status.error_message(), HasSubstr("\"nope\""));
-  EXPECT_EQ(InsertAll({InsertRequest("", {Item(1)})}).error_code(),
+  EXPECT_EQ(InsertAll({InsertRequest("", {TestTransition(1)})}).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
@@ -343,11 +325,12 @@ TEST_F(ReplayServiceTest, OversizedInsertBatchIsResourceExhausted) {
   options.max_insert_batch = 2;
   StartServer(options);
   ASSERT_TRUE(Create(Spec("t")).ok());
-  grpc::Status status = InsertAll({InsertRequest("t", {Item(1), Item(2), Item(3)})});
+  grpc::Status status =
+      InsertAll({InsertRequest("t", {TestTransition(1), TestTransition(2), TestTransition(3)})});
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_insert_batch=2"));
   EXPECT_EQ(TableInfo("t").size(), 0);
-  EXPECT_TRUE(InsertAll({InsertRequest("t", {Item(1), Item(2)})}).ok());
+  EXPECT_TRUE(InsertAll({InsertRequest("t", {TestTransition(1), TestTransition(2)})}).ok());
 }
 
 TEST_F(ReplayServiceTest, InsertWaitingForTheRateLimiterStopsWhenTheClientCancels) {
@@ -356,9 +339,9 @@ TEST_F(ReplayServiceTest, InsertWaitingForTheRateLimiterStopsWhenTheClientCancel
   SetDeadline(&context);
   auto stream = stub_->Insert(&context);
   v1::InsertResponse ack;
-  ASSERT_TRUE(stream->Write(InsertRequest("t", {Item(1)})) && stream->Read(&ack));
-  ASSERT_TRUE(stream->Write(InsertRequest("t", {Item(2)})) && stream->Read(&ack));
-  ASSERT_TRUE(stream->Write(InsertRequest("t", {Item(3)})));
+  ASSERT_TRUE(stream->Write(InsertRequest("t", {TestTransition(1)})) && stream->Read(&ack));
+  ASSERT_TRUE(stream->Write(InsertRequest("t", {TestTransition(2)})) && stream->Read(&ack));
+  ASSERT_TRUE(stream->Write(InsertRequest("t", {TestTransition(3)})));
   ASSERT_TRUE(Eventually([&] { return TableInfo("t").rate_limiter().waiting_inserts() == 1; }));
   context.TryCancel();
   // The handler notices within one wait slice (100 ms) and stops waiting.
@@ -370,11 +353,11 @@ TEST_F(ReplayServiceTest, InsertWaitingForTheRateLimiterStopsWhenTheClientCancel
 
 TEST_F(ReplayServiceTest, InsertWaitingPastTheCallDeadlineIsDeadlineExceeded) {
   ASSERT_TRUE(Create(RateLimitedSpec("t")).ok());
-  Fill("t", {Item(1), Item(2)});
+  Fill("t", {TestTransition(1), TestTransition(2)});
   grpc::ClientContext context;
   SetDeadline(&context, absl::Milliseconds(150));
   auto stream = stub_->Insert(&context);
-  ASSERT_TRUE(stream->Write(InsertRequest("t", {Item(3)})));
+  ASSERT_TRUE(stream->Write(InsertRequest("t", {TestTransition(3)})));
   v1::InsertResponse ack;
   EXPECT_FALSE(stream->Read(&ack));
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
@@ -384,7 +367,7 @@ TEST_F(ReplayServiceTest, InsertWaitingPastTheCallDeadlineIsDeadlineExceeded) {
 
 TEST_F(ReplayServiceTest, SampleSendsOneBatchPerCreditAndNoMore) {
   ASSERT_TRUE(Create(Spec("t")).ok());
-  Fill("t", {Item(1), Item(2), Item(3)});
+  Fill("t", {TestTransition(1), TestTransition(2), TestTransition(3)});
   grpc::ClientContext context;
   SetDeadline(&context);
   auto stream = stub_->Sample(&context);
@@ -416,7 +399,7 @@ TEST_F(ReplayServiceTest, SampleSendsOneBatchPerCreditAndNoMore) {
 TEST_F(ReplayServiceTest, SampleImportanceBetaChangeTakesEffect) {
   ASSERT_TRUE(Create(Spec("t", v1::SELECTOR_PRIORITIZED)).ok());
   // Priorities 1 and 3 (alpha 1): stratified batches of 4 hold key 1 once, key 2 three times.
-  Fill("t", {Item(1, 1.0), Item(2, 3.0)});
+  Fill("t", {TestTransition(1, 1.0), TestTransition(2, 3.0)});
   grpc::ClientContext context;
   SetDeadline(&context);
   auto stream = stub_->Sample(&context);
@@ -564,7 +547,7 @@ TEST_F(ReplayServiceTest, DeleteTableEndsWaitingAndIdleSamplersWithNotFound) {
 
 TEST_F(ReplayServiceTest, UpdatePrioritiesRoutesAndValidates) {
   ASSERT_TRUE(Create(Spec("t", v1::SELECTOR_PRIORITIZED)).ok());
-  Fill("t", {Item(1, 1.0), Item(2, 1.0)});
+  Fill("t", {TestTransition(1, 1.0), TestTransition(2, 1.0)});
   const auto update = [&](const v1::UpdatePrioritiesRequest& request,
                           v1::UpdatePrioritiesResponse* response) {
     grpc::ClientContext context;
@@ -660,8 +643,9 @@ TEST_F(ReplayServiceTest, CloseEndsBlockedStreamsWithUnavailable) {
   SetDeadline(&insert_context);
   auto insert = stub_->Insert(&insert_context);
   v1::InsertResponse ack;
-  ASSERT_TRUE(insert->Write(InsertRequest("limited", {Item(1), Item(2)})) && insert->Read(&ack));
-  ASSERT_TRUE(insert->Write(InsertRequest("limited", {Item(3)})));  // held back
+  ASSERT_TRUE(insert->Write(InsertRequest("limited", {TestTransition(1), TestTransition(2)})) &&
+              insert->Read(&ack));
+  ASSERT_TRUE(insert->Write(InsertRequest("limited", {TestTransition(3)})));  // held back
   grpc::ClientContext sample_context;
   SetDeadline(&sample_context);
   auto sample = stub_->Sample(&sample_context);
@@ -690,14 +674,14 @@ TEST_F(ReplayServiceTest, CloseEndsBlockedStreamsWithUnavailable) {
   EXPECT_TRUE(service_->AwaitNoCalls(absl::Now() + absl::Seconds(1)));
 
   EXPECT_EQ(Create(Spec("new")).error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_EQ(InsertAll({InsertRequest("empty", {Item(1)})}).error_code(),
+  EXPECT_EQ(InsertAll({InsertRequest("empty", {TestTransition(1)})}).error_code(),
             grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(TableInfo("limited").size(), 2) << "Info still answers after Close";
 }
 
 TEST_F(ReplayServiceTest, ExportsLatencyAndErrorMetrics) {
   ASSERT_TRUE(Create(Spec("t")).ok());
-  Fill("t", {Item(1)});
+  Fill("t", {TestTransition(1)});
   {
     grpc::ClientContext context;
     SetDeadline(&context);
@@ -708,7 +692,7 @@ TEST_F(ReplayServiceTest, ExportsLatencyAndErrorMetrics) {
     stream->WritesDone();
     ASSERT_TRUE(stream->Finish().ok());
   }
-  EXPECT_EQ(InsertAll({InsertRequest("nope", {Item(1)})}).error_code(),
+  EXPECT_EQ(InsertAll({InsertRequest("nope", {TestTransition(1)})}).error_code(),
             grpc::StatusCode::NOT_FOUND);
 
   std::map<std::string, prometheus::MetricFamily> families;

@@ -7,9 +7,13 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "replay_server/testing/test_items.h"
 
 namespace engram::replay {
 namespace {
+
+using ::engram::replay::testing::TestObservation;
+using ::engram::replay::testing::TestTransition;
 
 using ::testing::HasSubstr;
 
@@ -28,29 +32,6 @@ v1::TableSpec Spec(v1::Selector selector = v1::SELECTOR_PRIORITIZED, int64_t max
   return spec;
 }
 
-v1::Tensor Obs(int value) {
-  v1::Tensor t;
-  t.set_dtype(v1::DTYPE_UINT8);
-  t.add_shape(2);
-  t.add_shape(3);
-  t.set_data(std::string(6, static_cast<char>(value)));
-  return t;
-}
-
-v1::Item Transition(uint64_t key, double priority, int obs = 1, int next_obs = 2) {
-  v1::Item item;
-  item.set_key(key);
-  item.set_priority(priority);
-  v1::Transition* t = item.mutable_transition();
-  *t->mutable_observation() = Obs(obs);
-  *t->mutable_next_observation() = Obs(next_obs);
-  t->set_action(static_cast<int>(key % 4));
-  t->set_reward(0.5f);
-  t->set_discount(0.97f);
-  t->set_steps(3);
-  return item;
-}
-
 google::protobuf::RepeatedPtrField<v1::Item> Batch(std::vector<v1::Item> items) {
   google::protobuf::RepeatedPtrField<v1::Item> batch;
   for (auto& item : items) *batch.Add() = std::move(item);
@@ -64,7 +45,7 @@ absl::StatusOr<int> Insert(Table& table, std::vector<v1::Item> items, absl::Time
 
 void Fill(Table& table, int n, uint64_t first_key = 1) {
   for (int i = 0; i < n; ++i) {
-    ASSERT_TRUE(Insert(table, {Transition(first_key + i, 1.0, i, i + 1)}).ok());
+    ASSERT_TRUE(Insert(table, {TestTransition(first_key + i, 1.0, i, i + 1)}).ok());
   }
 }
 
@@ -102,7 +83,7 @@ TEST(TableTest, CreateRejectsBadSpecsNamingTheField) {
 
 TEST(TableTest, SampledItemsEqualWhatWasInserted) {
   auto table = Table::Create(Spec()).value();
-  v1::Item original = Transition(7, 2.0, 5, 9);
+  v1::Item original = TestTransition(7, 2.0, 5, 9);
   original.mutable_transition()->mutable_provenance()->set_actor_index(3);
   ASSERT_EQ(Insert(*table, {original}).value(), 1);
   v1::SampleResponse response;
@@ -117,8 +98,10 @@ TEST(TableTest, SampledItemsEqualWhatWasInserted) {
 
 TEST(TableTest, DuplicateKeysAreAcknowledgedNotStoredTwice) {
   auto table = Table::Create(Spec()).value();
-  EXPECT_EQ(Insert(*table, {Transition(1, 1), Transition(2, 1), Transition(1, 5)}).value(), 2);
-  EXPECT_EQ(Insert(*table, {Transition(2, 1)}).value(), 0);
+  EXPECT_EQ(
+      Insert(*table, {TestTransition(1, 1), TestTransition(2, 1), TestTransition(1, 5)}).value(),
+      2);
+  EXPECT_EQ(Insert(*table, {TestTransition(2, 1)}).value(), 0);
   const v1::TableInfo info = table->Info();
   EXPECT_EQ(info.size(), 2);
   EXPECT_EQ(info.inserts_total(), 2);
@@ -151,9 +134,9 @@ TEST(TableTest, ABadItemRejectsTheWholeBatch) {
        "next_observation"},
   };
   for (const Case& c : cases) {
-    v1::Item bad = Transition(102, 1);
+    v1::Item bad = TestTransition(102, 1);
     c.edit(bad);
-    auto result = Insert(*table, {Transition(100, 1), Transition(101, 1), bad});
+    auto result = Insert(*table, {TestTransition(100, 1), TestTransition(101, 1), bad});
     ASSERT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.message;
     EXPECT_THAT(result.status().message(), HasSubstr("insert item 2"));
     EXPECT_THAT(result.status().message(), HasSubstr(c.message));
@@ -181,9 +164,10 @@ TEST(TableTest, LowestPriorityRemoverEvictsLowestThenOldest) {
   v1::TableSpec spec = Spec(v1::SELECTOR_UNIFORM, 3);
   spec.set_remover(v1::REMOVER_LOWEST_PRIORITY);
   auto table = Table::Create(spec).value();
-  ASSERT_TRUE(Insert(*table, {Transition(1, 5), Transition(2, 1), Transition(3, 1)}).ok());
-  ASSERT_TRUE(Insert(*table, {Transition(4, 9)}).ok());  // evicts 2 (lowest, older than 3)
-  ASSERT_TRUE(Insert(*table, {Transition(5, 9)}).ok());  // evicts 3
+  ASSERT_TRUE(
+      Insert(*table, {TestTransition(1, 5), TestTransition(2, 1), TestTransition(3, 1)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(4, 9)}).ok());  // evicts 2 (lowest, older than 3)
+  ASSERT_TRUE(Insert(*table, {TestTransition(5, 9)}).ok());  // evicts 3
   v1::UpdatePrioritiesRequest probe;
   for (uint64_t k : {1, 2, 3, 4, 5}) {
     probe.add_keys(k);
@@ -192,7 +176,7 @@ TEST(TableTest, LowestPriorityRemoverEvictsLowestThenOldest) {
   const auto result = table->UpdatePriorities(probe).value();
   EXPECT_EQ(result.missing(), 2);
   // Now every priority is 1: the oldest (key 1) goes first.
-  ASSERT_TRUE(Insert(*table, {Transition(6, 2)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(6, 2)}).ok());
   v1::UpdatePrioritiesRequest one;
   one.add_keys(1);
   one.add_priorities(1);
@@ -204,9 +188,9 @@ TEST(TableTest, PrioritizedSamplingFollowsPriorityToTheAlpha) {
   spec.set_priority_exponent(0.5);
   auto table = Table::Create(spec).value();
   // Priorities 1, 4, 9, 16 -> weights 1, 2, 3, 4 (sum 10).
-  ASSERT_TRUE(
-      Insert(*table, {Transition(1, 1), Transition(2, 4), Transition(3, 9), Transition(4, 16)})
-          .ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(1, 1), TestTransition(2, 4), TestTransition(3, 9),
+                              TestTransition(4, 16)})
+                  .ok());
   std::map<uint64_t, int> counts;
   v1::SampleResponse response;
   constexpr int kBatches = 4000, kBatch = 10;
@@ -228,7 +212,7 @@ TEST(TableTest, PrioritizedSamplingFollowsPriorityToTheAlpha) {
 
 TEST(TableTest, ImportanceWeightsFollowSchaul) {
   auto table = Table::Create(Spec()).value();
-  ASSERT_TRUE(Insert(*table, {Transition(1, 1), Transition(2, 3)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(1, 1), TestTransition(2, 3)}).ok());
   v1::SampleResponse response;
   const double beta = 0.5;
   bool saw_both = false;
@@ -249,7 +233,7 @@ TEST(TableTest, ImportanceWeightsFollowSchaul) {
 
 TEST(TableTest, ZeroPriorityItemsAreNeverSampledUnlessAllAreZero) {
   auto table = Table::Create(Spec()).value();
-  ASSERT_TRUE(Insert(*table, {Transition(1, 0), Transition(2, 1)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(1, 0), TestTransition(2, 1)}).ok());
   v1::SampleResponse response;
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(table->Sample(4, 1, kNow, &response).ok());
@@ -328,9 +312,9 @@ TEST(TableTest, SampleBlocksUntilMinSizeThenReturns) {
     EXPECT_TRUE(table->Sample(1, 1, absl::InfiniteFuture(), &response).ok());
     sampled.Notify();
   });
-  ASSERT_TRUE(Insert(*table, {Transition(1, 1)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(1, 1)}).ok());
   EXPECT_FALSE(sampled.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
-  ASSERT_TRUE(Insert(*table, {Transition(2, 1)}).ok());
+  ASSERT_TRUE(Insert(*table, {TestTransition(2, 1)}).ok());
   EXPECT_TRUE(sampled.WaitForNotificationWithTimeout(absl::Seconds(5)));
   t.join();
 }
@@ -342,7 +326,8 @@ TEST(TableTest, InsertBlocksWhenAheadOfTheRatioUntilSamplesCatchUp) {
   spec.mutable_rate_limiter()->set_error_buffer(2);  // diff in [0, 4]
   auto table = Table::Create(spec).value();
   Fill(*table, 4);  // diff 4: the next insert would make 5 > 4
-  const auto blocked = Insert(*table, {Transition(50, 1)}, absl::Now() + absl::Milliseconds(30));
+  const auto blocked =
+      Insert(*table, {TestTransition(50, 1)}, absl::Now() + absl::Milliseconds(30));
   EXPECT_EQ(blocked.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(table->size(), 4);
   EXPECT_EQ(table->Info().rate_limiter().waiting_inserts(), 0);
@@ -350,7 +335,7 @@ TEST(TableTest, InsertBlocksWhenAheadOfTheRatioUntilSamplesCatchUp) {
 
   absl::Notification inserted;
   std::thread t([&] {
-    EXPECT_TRUE(Insert(*table, {Transition(51, 1)}, absl::InfiniteFuture()).ok());
+    EXPECT_TRUE(Insert(*table, {TestTransition(51, 1)}, absl::InfiniteFuture()).ok());
     inserted.Notify();
   });
   EXPECT_FALSE(inserted.WaitForNotificationWithTimeout(absl::Milliseconds(50)));
@@ -373,7 +358,7 @@ TEST(TableTest, CloseWakesWaitersWithItsStatus) {
   table->Close(absl::NotFoundError("table \"test_table\" was deleted"));
   t.join();
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Insert(*table, {Transition(1, 1)}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Insert(*table, {TestTransition(1, 1)}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(TableTest, BadSampleArguments) {
@@ -473,7 +458,7 @@ TEST(TableTest, ConcurrentInsertsAndSamplesKeepInvariants) {
     threads.emplace_back([&, w] {
       for (int i = 0; i < 2000; ++i) {
         const uint64_t key = 1 + w * 100000 + i;
-        ASSERT_TRUE(Insert(*table, {Transition(key, 1 + i % 7, i % 50, (i + 1) % 50)},
+        ASSERT_TRUE(Insert(*table, {TestTransition(key, 1 + i % 7, i % 50, (i + 1) % 50)},
                            absl::InfiniteFuture())
                         .ok());
       }

@@ -18,9 +18,13 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "replay_server/service.h"
+#include "replay_server/testing/test_items.h"
 
 namespace engram::replay {
 namespace {
+
+using ::engram::replay::testing::TestObservation;
+using ::engram::replay::testing::TestTransition;
 
 using ::testing::HasSubstr;
 
@@ -33,29 +37,6 @@ v1::TableSpec PrioritizedSpec(const std::string& name, double alpha) {
   spec.set_priority_exponent(alpha);
   spec.set_max_size(10000);
   return spec;
-}
-
-v1::Tensor Obs(int value) {
-  v1::Tensor t;
-  t.set_dtype(v1::DTYPE_UINT8);
-  t.add_shape(2);
-  t.add_shape(3);
-  t.set_data(std::string(6, static_cast<char>(value)));
-  return t;
-}
-
-v1::Item Item(uint64_t key, double priority) {
-  v1::Item item;
-  item.set_key(key);
-  item.set_priority(priority);
-  v1::Transition* t = item.mutable_transition();
-  *t->mutable_observation() = Obs(static_cast<int>(key));
-  *t->mutable_next_observation() = Obs(static_cast<int>(key) + 1);
-  t->set_action(static_cast<int>(key % 4));
-  t->set_reward(1.0f);
-  t->set_discount(0.99f);
-  t->set_steps(1);
-  return item;
 }
 
 // A TCP channel that reconnects quickly (gRPC's own connection backoff starts at 1 s).
@@ -91,7 +72,7 @@ class Shard {
 
   void Insert(const std::vector<std::pair<uint64_t, double>>& items) {
     google::protobuf::RepeatedPtrField<v1::Item> batch;
-    for (const auto& [key, priority] : items) *batch.Add() = Item(key, priority);
+    for (const auto& [key, priority] : items) *batch.Add() = TestTransition(key, priority);
     ASSERT_TRUE(table().Insert(&batch, In(absl::Seconds(10))).ok());
   }
 

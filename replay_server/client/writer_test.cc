@@ -25,9 +25,13 @@
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 #include "replay_server/service.h"
+#include "replay_server/testing/test_items.h"
 
 namespace engram::replay {
 namespace {
+
+using ::engram::replay::testing::TestObservation;
+using ::engram::replay::testing::TestTransition;
 
 using ::testing::HasSubstr;
 
@@ -50,29 +54,6 @@ v1::TableSpec RateLimitedSpec(const std::string& name) {
   spec.mutable_rate_limiter()->set_min_size_to_sample(1);
   spec.mutable_rate_limiter()->set_error_buffer(1);
   return spec;
-}
-
-v1::Tensor Obs(int value) {
-  v1::Tensor t;
-  t.set_dtype(v1::DTYPE_UINT8);
-  t.add_shape(2);
-  t.add_shape(3);
-  t.set_data(std::string(6, static_cast<char>(value)));
-  return t;
-}
-
-v1::Item Item(uint64_t key, double priority = 1.0) {
-  v1::Item item;
-  item.set_key(key);
-  item.set_priority(priority);
-  v1::Transition* t = item.mutable_transition();
-  *t->mutable_observation() = Obs(static_cast<int>(key));
-  *t->mutable_next_observation() = Obs(static_cast<int>(key) + 1);
-  t->set_action(static_cast<int>(key % 4));
-  t->set_reward(1.0f);
-  t->set_discount(0.99f);
-  t->set_steps(1);
-  return item;
 }
 
 ServerOptions Loopback(int port = 0) {
@@ -302,7 +283,7 @@ TEST(ReplayWriterTest, AppendedItemsReachTheTableAndFlushWaitsForTheirAcks) {
   Shard shard(Spec("t"));
   auto writer = ReplayWriter::Create(shard.InProcessChannel(), WriterOptions("t", 8, 4)).value();
   for (uint64_t key = 1; key <= 100; ++key) {
-    ASSERT_TRUE(writer->Append(Item(key), In(absl::Seconds(10))).ok());
+    ASSERT_TRUE(writer->Append(TestTransition(key), In(absl::Seconds(10))).ok());
   }
   ASSERT_TRUE(writer->Flush(In(absl::Seconds(10))).ok());
   // Flush returned only after the acks: everything is stored now, nothing is in flight.
@@ -322,15 +303,15 @@ TEST(ReplayWriterTest, BackpressureBlocksAppendWhileTheRateLimiterHoldsInserts) 
   Shard shard(RateLimitedSpec("t"));
   // One item per request, at most 2 unacknowledged requests.
   auto writer = ReplayWriter::Create(shard.InProcessChannel(), WriterOptions("t", 1, 2)).value();
-  ASSERT_TRUE(writer->Append(Item(1), In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(2), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(1), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(2), In(absl::Seconds(10))).ok());
   ASSERT_TRUE(writer->Flush(In(absl::Seconds(10))).ok());
   EXPECT_EQ(shard.info().size(), 2);
 
   // The limiter now holds item 3 on the server; 3 and 4 fill the unacked queue.
-  ASSERT_TRUE(writer->Append(Item(3), In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(4), In(absl::Seconds(10))).ok());
-  const absl::Status blocked = writer->Append(Item(5), In(absl::Milliseconds(200)));
+  ASSERT_TRUE(writer->Append(TestTransition(3), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(4), In(absl::Seconds(10))).ok());
+  const absl::Status blocked = writer->Append(TestTransition(5), In(absl::Milliseconds(200)));
   EXPECT_EQ(blocked.code(), absl::StatusCode::kDeadlineExceeded) << blocked;
   EXPECT_THAT(blocked.message(), HasSubstr("not appended"));
   EXPECT_EQ(writer->stats().unacked_requests, 2);
@@ -345,7 +326,7 @@ TEST(ReplayWriterTest, BackpressureBlocksAppendWhileTheRateLimiterHoldsInserts) 
       ASSERT_TRUE(shard.table().Sample(1, 1.0, In(absl::Seconds(10)), &batch).ok());
     }
   });
-  EXPECT_TRUE(writer->Append(Item(5), In(absl::Seconds(10))).ok());
+  EXPECT_TRUE(writer->Append(TestTransition(5), In(absl::Seconds(10))).ok());
   EXPECT_TRUE(writer->Flush(In(absl::Seconds(10))).ok());
   learner.join();
   EXPECT_EQ(shard.info().size(), 5);
@@ -358,12 +339,12 @@ TEST(ReplayWriterTest, RejectedRequestIsReportedWithItsFirstKeyAndDroppedAlone) 
   v1::Item no_payload;  // exactly one payload must be set
   no_payload.set_key(4);
   no_payload.set_priority(1);
-  ASSERT_TRUE(writer->Append(Item(1), In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(2), In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(3), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(1), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(2), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(3), In(absl::Seconds(10))).ok());
   ASSERT_TRUE(writer->Append(no_payload, In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(5), In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(6), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(5), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(6), In(absl::Seconds(10))).ok());
 
   const absl::Status status = writer->Flush(In(absl::Seconds(10)));
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
@@ -376,7 +357,7 @@ TEST(ReplayWriterTest, RejectedRequestIsReportedWithItsFirstKeyAndDroppedAlone) 
   EXPECT_EQ(stats.items_acknowledged, 4);
   // Reported once.
   EXPECT_TRUE(writer->Flush(In(absl::Seconds(10))).ok());
-  ASSERT_TRUE(writer->Append(Item(7), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(7), In(absl::Seconds(10))).ok());
   EXPECT_TRUE(writer->Close(In(absl::Seconds(10))).ok());
   EXPECT_EQ(shard.info().size(), 5);
 }
@@ -385,13 +366,13 @@ TEST(ReplayWriterTest, UnknownTableIsNotFoundFromTheNextCall) {
   Shard shard(Spec("t"));
   auto writer =
       ReplayWriter::Create(shard.InProcessChannel(), WriterOptions("missing", 1, 8)).value();
-  ASSERT_TRUE(writer->Append(Item(11), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(11), In(absl::Seconds(10))).ok());
   const absl::Status status = writer->Flush(In(absl::Seconds(10)));
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound) << status;
   EXPECT_THAT(status.message(), HasSubstr("table \"missing\""));
   EXPECT_THAT(status.message(), HasSubstr("first key 11"));
   // Reported once; later requests fail (and are reported) on their own.
-  ASSERT_TRUE(writer->Append(Item(12), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(12), In(absl::Seconds(10))).ok());
   absl::Status later = writer->Flush(In(absl::Seconds(10)));
   EXPECT_EQ(later.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(later.message(), HasSubstr("first key 12"));
@@ -401,14 +382,14 @@ TEST(ReplayWriterTest, UnknownTableIsNotFoundFromTheNextCall) {
 TEST(ReplayWriterTest, AppendRefusesKeyZeroAndCallsAfterClose) {
   Shard shard(Spec("t"));
   auto writer = ReplayWriter::Create(shard.InProcessChannel(), WriterOptions("t")).value();
-  const absl::Status zero = writer->Append(Item(0), In(absl::Seconds(1)));
+  const absl::Status zero = writer->Append(TestTransition(0), In(absl::Seconds(1)));
   EXPECT_EQ(zero.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(zero.message(), HasSubstr("item.key"));
-  ASSERT_TRUE(writer->Append(Item(1), In(absl::Seconds(10))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(1), In(absl::Seconds(10))).ok());
   // Close flushes the partial request.
   ASSERT_TRUE(writer->Close(In(absl::Seconds(10))).ok());
   EXPECT_EQ(shard.info().size(), 1);
-  EXPECT_EQ(writer->Append(Item(2), In(absl::Seconds(1))).code(),
+  EXPECT_EQ(writer->Append(TestTransition(2), In(absl::Seconds(1))).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(writer->Flush(In(absl::Seconds(1))).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE(writer->Close(In(absl::Seconds(1))).ok());
@@ -422,7 +403,7 @@ TEST(ReplayWriterTest, UnreachableServerTimesOutFlushAndDestructionDoesNotHang) 
     port = shard.port();
   }
   auto writer = ReplayWriter::Create(FastReconnectChannel(port), WriterOptions("t", 1)).value();
-  ASSERT_TRUE(writer->Append(Item(1), In(absl::Seconds(1))).ok());
+  ASSERT_TRUE(writer->Append(TestTransition(1), In(absl::Seconds(1))).ok());
   const absl::Status status = writer->Flush(In(absl::Milliseconds(300)));
   EXPECT_EQ(status.code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(status.message(), HasSubstr("1 insert requests (1 items) still unacknowledged"));
@@ -442,7 +423,7 @@ TEST(ReplayWriterTest, ServerRestartMidStreamLosesNothingAndStoresNothingTwice) 
   absl::Notification restarted;
   std::thread actor([&] {
     for (uint64_t key = 1; key <= kItems; ++key) {
-      ASSERT_TRUE(writer->Append(Item(key), In(absl::Seconds(30))).ok()) << key;
+      ASSERT_TRUE(writer->Append(TestTransition(key), In(absl::Seconds(30))).ok()) << key;
       if (key == 1000) first_part_appended.Notify();
       // Items up to 1500 race with the shutdown; later ones need a new stream.
       if (key == 1500) restarted.WaitForNotification();
@@ -477,13 +458,13 @@ TEST(ReplayWriterTest, LostAcksAreResentAndAcknowledgedAsDuplicates) {
   auto writer =
       ReplayWriter::Create(FastReconnectChannel(proxy.port()), WriterOptions("t", 1, 16)).value();
   for (uint64_t key = 1; key <= 5; ++key) {
-    ASSERT_TRUE(writer->Append(Item(key), In(absl::Seconds(10))).ok());
+    ASSERT_TRUE(writer->Append(TestTransition(key), In(absl::Seconds(10))).ok());
   }
   ASSERT_TRUE(writer->Flush(In(absl::Seconds(10))).ok());
 
   proxy.PauseDownstream();
   for (uint64_t key = 6; key <= 10; ++key) {
-    ASSERT_TRUE(writer->Append(Item(key), In(absl::Seconds(10))).ok());
+    ASSERT_TRUE(writer->Append(TestTransition(key), In(absl::Seconds(10))).ok());
   }
   ASSERT_TRUE(WaitFor([&] { return shard.info().size() == 10; }));
   EXPECT_EQ(writer->stats().items_acknowledged, 5);
@@ -513,7 +494,7 @@ TEST(ReplayWriterTest, ConcurrentAppendsAreAllStored) {
   for (int t = 0; t < 4; ++t) {
     actors.emplace_back([&] {
       for (int i = 0; i < 500; ++i) {
-        ASSERT_TRUE(writer->Append(Item(keys.Next()), In(absl::Seconds(30))).ok());
+        ASSERT_TRUE(writer->Append(TestTransition(keys.Next()), In(absl::Seconds(30))).ok());
       }
     });
   }
