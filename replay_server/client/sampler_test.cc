@@ -23,6 +23,7 @@
 namespace engram::replay {
 namespace {
 
+using ::engram::replay::testing::FastReconnectChannel;
 using ::engram::replay::testing::TestObservation;
 using ::engram::replay::testing::TestTransition;
 
@@ -37,16 +38,6 @@ v1::TableSpec PrioritizedSpec(const std::string& name, double alpha) {
   spec.set_priority_exponent(alpha);
   spec.set_max_size(10000);
   return spec;
-}
-
-// A TCP channel that reconnects quickly (gRPC's own connection backoff starts at 1 s).
-std::shared_ptr<grpc::Channel> FastReconnectChannel(int port) {
-  grpc::ChannelArguments args = MakeChannelArguments(ChannelOptions());
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 100);
-  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials(), args);
 }
 
 // One replay shard: a service with one table, served on a loopback port.

@@ -30,6 +30,8 @@
 namespace engram::replay {
 namespace {
 
+using ::engram::replay::testing::FastReconnectChannel;
+using ::engram::replay::testing::Loopback;
 using ::engram::replay::testing::TestObservation;
 using ::engram::replay::testing::TestTransition;
 
@@ -54,22 +56,6 @@ v1::TableSpec RateLimitedSpec(const std::string& name) {
   spec.mutable_rate_limiter()->set_min_size_to_sample(1);
   spec.mutable_rate_limiter()->set_error_buffer(1);
   return spec;
-}
-
-ServerOptions Loopback(int port = 0) {
-  ServerOptions options;
-  options.address = absl::StrCat("127.0.0.1:", port);
-  return options;
-}
-
-// A TCP channel that reconnects quickly (gRPC's own connection backoff starts at 1 s).
-std::shared_ptr<grpc::Channel> FastReconnectChannel(int port) {
-  grpc::ChannelArguments args = MakeChannelArguments(ChannelOptions());
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 100);
-  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
-                                   grpc::InsecureChannelCredentials(), args);
 }
 
 // Waits for `done` to hold, checking every few milliseconds, for at most `timeout`.

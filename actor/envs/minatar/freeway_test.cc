@@ -6,18 +6,17 @@
 #include <vector>
 
 #include "actor/envs/minatar/minatar_env.h"
+#include "actor/envs/minatar/test_util.h"
 #include "gtest/gtest.h"
 
 namespace engram::envs::minatar {
 namespace {
 
-constexpr int C = Freeway::kChannels;
+using ::engram::envs::minatar::testing::Cell;
+using ::engram::envs::minatar::testing::Cells;
+using ::engram::envs::minatar::testing::Observe;
 
-std::vector<uint8_t> Observe(const Game& game) {
-  std::vector<uint8_t> obs(kRows * kCols * C, 7);  // 7: catches bytes left unwritten
-  game.WriteObservation(obs.data());
-  return obs;
-}
+constexpr int C = Freeway::kChannels;
 
 int At(const std::vector<uint8_t>& obs, int row, int col, int ch) {
   return obs[ObsIndex(row, col, ch, C)];

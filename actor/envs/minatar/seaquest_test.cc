@@ -6,40 +6,24 @@
 #include <vector>
 
 #include "actor/envs/minatar/minatar_env.h"
+#include "actor/envs/minatar/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace engram::envs::minatar {
 namespace {
 
+using ::engram::envs::minatar::testing::Cell;
+using ::engram::envs::minatar::testing::Cells;
+using ::engram::envs::minatar::testing::Observe;
+
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::Pair;
-using Cell = std::pair<int, int>;
 
 constexpr int kL = Seaquest::kLeftward;
 constexpr int kR = Seaquest::kRightward;
 constexpr int kFar = 1000000;  // a countdown that never fires within a test
-
-std::vector<uint8_t> Observation(const Game& game) {
-  std::vector<uint8_t> obs(kRows * kCols * game.num_channels());
-  game.WriteObservation(obs.data());
-  return obs;
-}
-
-// The (row, column) cells set in `channel`, in row-major order.
-std::vector<Cell> Cells(const Game& game, int channel) {
-  const std::vector<uint8_t> obs = Observation(game);
-  std::vector<Cell> cells;
-  for (int r = 0; r < kRows; ++r) {
-    for (int c = 0; c < kCols; ++c) {
-      const uint8_t v = obs[ObsIndex(r, c, channel, game.num_channels())];
-      EXPECT_LE(v, 1);
-      if (v) cells.emplace_back(r, c);
-    }
-  }
-  return cells;
-}
 
 std::vector<Cell> Row9Columns(int first, int last) {
   std::vector<Cell> cells;
@@ -777,13 +761,13 @@ TEST(SeaquestTest, ActAfterTerminalReturnsZeroAndChangesNothing) {
   game.mutable_state().enemy_spawn_countdown = 0;  // would draw if the step ran
   game.mutable_state().fish.push_back({4, 4, kR, 0});
   const Seaquest::State before = game.state();
-  const std::vector<uint8_t> obs = Observation(game);
+  const std::vector<uint8_t> obs = Observe(game);
   const Rng mirror = rng;
   for (int a = 0; a < kNumActions; ++a) {
     EXPECT_EQ(game.Act(a, rng), 0);
     EXPECT_TRUE(game.terminal());
   }
-  EXPECT_EQ(Observation(game), obs);
+  EXPECT_EQ(Observe(game), obs);
   EXPECT_TRUE(SameStreamPosition(rng, mirror));
   EXPECT_EQ(game.state().enemy_spawn_countdown, 0);
   EXPECT_EQ(game.state().fish[0].move_countdown, 0);

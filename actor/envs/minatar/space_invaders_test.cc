@@ -7,16 +7,20 @@
 #include <vector>
 
 #include "actor/envs/minatar/minatar_env.h"
+#include "actor/envs/minatar/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace engram::envs::minatar {
 namespace {
 
+using ::engram::envs::minatar::testing::Cell;
+using ::engram::envs::minatar::testing::Cells;
+using ::engram::envs::minatar::testing::Observe;
+
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::Pair;
-using Cell = std::pair<int, int>;
 using Grid = SpaceInvaders::Grid;
 
 constexpr int kL = SpaceInvaders::kLeftward;
@@ -44,26 +48,6 @@ std::vector<Cell> Block(int r0, int c0) {
   std::vector<Cell> cells;
   for (int r = r0; r < r0 + 4; ++r) {
     for (int c = c0; c < c0 + 6; ++c) cells.emplace_back(r, c);
-  }
-  return cells;
-}
-
-std::vector<uint8_t> Observation(const Game& game) {
-  std::vector<uint8_t> obs(kRows * kCols * game.num_channels());
-  game.WriteObservation(obs.data());
-  return obs;
-}
-
-// The (row, column) cells set in `channel`, in row-major order.
-std::vector<Cell> Cells(const Game& game, int channel) {
-  const std::vector<uint8_t> obs = Observation(game);
-  std::vector<Cell> cells;
-  for (int r = 0; r < kRows; ++r) {
-    for (int c = 0; c < kCols; ++c) {
-      const uint8_t v = obs[ObsIndex(r, c, channel, game.num_channels())];
-      EXPECT_LE(v, 1);
-      if (v) cells.emplace_back(r, c);
-    }
   }
   return cells;
 }
@@ -451,13 +435,13 @@ TEST(SpaceInvadersTest, ActAfterTerminalReturnsZeroAndChangesNothing) {
   ASSERT_TRUE(game.terminal());
   game.mutable_state().friendly_bullets = MakeGrid({{4, 5}});
   const SpaceInvaders::State before = game.state();
-  const std::vector<uint8_t> obs = Observation(game);
+  const std::vector<uint8_t> obs = Observe(game);
   for (int a = 0; a < kNumActions; ++a) {
     EXPECT_EQ(game.Act(a, rng), 0);
     EXPECT_TRUE(game.terminal());
   }
   const SpaceInvaders::State& after = game.state();
-  EXPECT_EQ(Observation(game), obs);
+  EXPECT_EQ(Observe(game), obs);
   EXPECT_EQ(after.cannon_col, before.cannon_col);
   EXPECT_TRUE(after.friendly_bullets == before.friendly_bullets);
   EXPECT_TRUE(after.enemy_bullets == before.enemy_bullets);
