@@ -30,23 +30,15 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(absl::string_view proces
         absl::StrCat("metrics port must be in [0, 65535], got ", port));
   }
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    // civetweb throws when it cannot bind; it must not escape as an exception.
-    exposer = std::make_unique<prometheus::Exposer>(absl::StrCat(bind_host, ":", port),
-                                                    /*num_threads=*/1);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", bind_host, ":", port, ": ", e.what()));
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> exposer =
+      MetricsHttpServer::Start(bind_host, port, registry);
+  if (!exposer.ok()) {
+    return absl::Status(exposer.status().code(),
+                        absl::StrCat("cannot serve metrics: ", exposer.status().message()));
   }
-  exposer->RegisterCollectable(registry);
-  const std::vector<int> ports = exposer->GetListeningPorts();
-  if (ports.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics exposer on ", bind_host, ":", port, " is not listening"));
-  }
+  const int bound = (*exposer)->port();
   return std::unique_ptr<Metrics>(
-      new Metrics(std::string(process), std::move(registry), std::move(exposer), ports[0]));
+      new Metrics(std::string(process), std::move(registry), *std::move(exposer), bound));
 }
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::StartFromFlags(absl::string_view process) {
@@ -56,7 +48,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::StartFromFlags(absl::string_vi
 }
 
 Metrics::Metrics(std::string process, std::shared_ptr<prometheus::Registry> registry,
-                 std::unique_ptr<prometheus::Exposer> exposer, int port)
+                 std::unique_ptr<MetricsHttpServer> exposer, int port)
     : process_(std::move(process)),
       registry_(std::move(registry)),
       exposer_(std::move(exposer)),

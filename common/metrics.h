@@ -1,7 +1,8 @@
 #ifndef ENGRAM_COMMON_METRICS_H_
 #define ENGRAM_COMMON_METRICS_H_
 
-// The one owner of a process's Prometheus registry and HTTP exposer.
+// The one owner of a process's Prometheus registry and its /metrics endpoint
+// (common/metrics_http.h).
 //
 // Each process creates one Metrics (port from --metrics_port) and passes its registry()
 // to components, which add their families through the helpers below so every name
@@ -16,8 +17,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/metrics_http.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
@@ -52,11 +53,11 @@ class Metrics {
 
  private:
   Metrics(std::string process, std::shared_ptr<prometheus::Registry> registry,
-          std::unique_ptr<prometheus::Exposer> exposer, int port);
+          std::unique_ptr<MetricsHttpServer> exposer, int port);
 
   std::string process_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> exposer_;
   int port_;
 };
 

@@ -36,6 +36,7 @@ void ShutdownSignal::Request(int signo) {
   if (requested_) return;
   requested_ = true;
   signal_ = signo;
+  flag_.store(true);
 }
 
 int ShutdownSignal::Wait() {

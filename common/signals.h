@@ -12,6 +12,7 @@
 // Signals are received synchronously with sigwait on a dedicated thread, so no work is
 // done in a signal handler. Thread-safe.
 
+#include <atomic>
 #include <csignal>
 #include <thread>
 
@@ -34,6 +35,9 @@ class ShutdownSignal {
   // Like Wait() but gives up after `timeout`; true when shutdown was requested.
   bool WaitFor(absl::Duration timeout);
   bool requested() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Becomes true when shutdown is requested: for loops that poll a flag between steps
+  // (e.g. RunApexActor's `stop`). Lock-free.
+  const std::atomic<bool>& flag() const { return flag_; }
 
   // Requests shutdown from inside the process (e.g. a fatal error or a finished run).
   void Trigger() ABSL_LOCKS_EXCLUDED(mu_);
@@ -42,6 +46,7 @@ class ShutdownSignal {
   void Request(int signo) ABSL_LOCKS_EXCLUDED(mu_);
 
   sigset_t set_;
+  std::atomic<bool> flag_{false};
   mutable absl::Mutex mu_;
   bool requested_ ABSL_GUARDED_BY(mu_) = false;
   bool waiter_done_ ABSL_GUARDED_BY(mu_) = false;

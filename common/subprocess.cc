@@ -22,7 +22,8 @@ extern char** environ;
 namespace engram {
 
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<std::string>& argv,
-                                                              const std::string& stderr_path) {
+                                                              const std::string& stderr_path,
+                                                              bool own_process_group) {
   if (argv.empty()) return absl::InvalidArgumentError("Subprocess::Start: empty argv");
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -52,7 +53,12 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
   sigaddset(&defaults, SIGINT);
   sigaddset(&defaults, SIGPIPE);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (own_process_group) {
+    posix_spawnattr_setpgroup(&attr, 0);
+    flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  posix_spawnattr_setflags(&attr, flags);
   pid_t pid = -1;
   const int error = posix_spawn(&pid, copies[0].c_str(), &actions, &attr, args.data(), environ);
   posix_spawnattr_destroy(&attr);

@@ -24,9 +24,13 @@ class Subprocess {
  public:
   // Starts argv[0] (a path) with `argv`. stderr goes to `stderr_path` (created or
   // truncated), or is inherited when empty. INVALID_ARGUMENT for an empty argv; INTERNAL
-  // when the process cannot be started (the message names the binary).
+  // when the process cannot be started (the message names the binary). With
+  // `own_process_group` the child leads a new process group, so that a terminal's Ctrl-C
+  // (SIGINT to the foreground group) reaches only this process, which then stops its
+  // children in the order it chooses.
   static absl::StatusOr<std::unique_ptr<Subprocess>> Start(const std::vector<std::string>& argv,
-                                                           const std::string& stderr_path = "");
+                                                           const std::string& stderr_path = "",
+                                                           bool own_process_group = false);
   ~Subprocess();
   Subprocess(const Subprocess&) = delete;
   Subprocess& operator=(const Subprocess&) = delete;

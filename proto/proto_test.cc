@@ -421,13 +421,13 @@ class ProtoSourceTest : public ::testing::Test {
   std::vector<const FileDescriptor*> files_;
 };
 
-TEST_F(ProtoSourceTest, AllSixFilesArePresent) {
+TEST_F(ProtoSourceTest, AllContractFilesArePresent) {
   std::set<std::string> names;
   for (const FileDescriptor* f : files_) names.insert(f->name());
-  EXPECT_EQ(names,
-            (std::set<std::string>{"engram/v1/tensor.proto", "engram/v1/trajectory.proto",
-                                   "engram/v1/replay.proto", "engram/v1/episodic.proto",
-                                   "engram/v1/parameters.proto", "engram/v1/experiment.proto"}));
+  EXPECT_EQ(names, (std::set<std::string>{"engram/v1/tensor.proto", "engram/v1/trajectory.proto",
+                                          "engram/v1/replay.proto", "engram/v1/episodic.proto",
+                                          "engram/v1/parameters.proto",
+                                          "engram/v1/experiment.proto", "engram/v1/actor.proto"}));
 }
 
 TEST_F(ProtoSourceTest, EveryElementHasAComment) {

@@ -15,10 +15,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -26,13 +22,13 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "common/process.h"
 #include "common/server.h"
 #include "common/signals.h"
 #include "common/status_macros.h"
+#include "common/text_proto.h"
 #include "engram/v1/experiment.pb.h"
 #include "engram/v1/replay.pb.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
 #include "replay_server/checkpoint.h"
 #include "replay_server/service.h"
 #include "replay_server/table.h"
@@ -74,95 +70,11 @@ constexpr char kProgram[] = "engram_replay_server";
 constexpr absl::Duration kShutdownGrace = absl::Seconds(5);
 constexpr absl::Duration kStatusFlushGrace = absl::Milliseconds(250);
 
-// One timestamped line on stderr, written with a single call so threads do not interleave.
-void Log(absl::string_view message) {
-  const std::string line =
-      absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()), " ",
-                   kProgram, ": ", message, "\n");
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
-
-[[noreturn]] void Exit(int code, absl::string_view message) {
-  Log(absl::StrCat("error: ", message));
-  // _Exit: background threads (gRPC, metrics) may still run; static destructors must not.
-  std::fflush(nullptr);
-  std::_Exit(code);
-}
-
-// absl::ParseCommandLine exits with 1 on an unknown flag or an unparsable value; this
-// process promises 2 for every bad flag, so those are checked first.
-void CheckFlagSyntax(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg = argv[i];
-    if (arg == "--") break;
-    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) continue;
-    absl::string_view name = arg;
-    absl::string_view value;
-    const size_t eq = arg.find('=');
-    const bool has_value = eq != absl::string_view::npos;
-    if (has_value) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-    }
-    if (name == "undefok") return;  // the user opted into absl's own handling
-    // absl's built-in flags (usage, flag files) are handled by ParseCommandLine.
-    if (name == "help" || name == "helpfull" || name == "helpshort" || name == "helppackage" ||
-        name == "helpon" || name == "helpmatch" || name == "version" || name == "only_check_args" ||
-        name == "flagfile" || name == "fromenv" || name == "tryfromenv") {
-      continue;
-    }
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr && !has_value && absl::StartsWith(name, "no")) {
-      flag = absl::FindCommandLineFlag(name.substr(2));
-      if (flag != nullptr && flag->IsOfType<bool>()) continue;  // --nofoo
-      flag = nullptr;
-    }
-    if (flag == nullptr) Exit(2, absl::StrCat("unknown flag --", name, " (see --help)"));
-    if (!has_value) {
-      if (flag->IsOfType<bool>()) continue;
-      if (i + 1 >= argc) Exit(2, absl::StrCat("--", name, ": missing value"));
-      value = argv[++i];
-    }
-    std::string error;
-    // Parsing into the flag here is harmless: ParseCommandLine sets the same value again.
-    if (!flag->ParseFrom(value, &error)) {
-      Exit(2, absl::StrCat("--", name, ": ", error.empty() ? "bad value" : error, " (got \"", value,
-                           "\")"));
-    }
-  }
-}
-
-// Text-format parse errors with line:column (1-based), the first one only.
-class FirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    if (error_.empty()) error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  std::string error_;
-};
-
 // Reads text-format `path` into `message`, or exits 2 naming `flag`, the file and the
 // position of the error.
 void ParseTextFile(const char* flag, const std::string& path, google::protobuf::Message* message) {
-  FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
-    Exit(2, absl::StrCat("--", flag, ": cannot read \"", path, "\": ", std::strerror(errno)));
-  }
-  std::string text;
-  char buffer[1 << 16];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, n);
-  std::fclose(file);
-  google::protobuf::TextFormat::Parser parser;
-  FirstError errors;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, message)) {
-    Exit(2, absl::StrCat("--", flag, ": ", path, ":", errors.error().empty() ? "?" : errors.error(),
-                         " (expected a text-format ", message->GetTypeName(), ")"));
+  if (const absl::Status status = ReadTextProtoFile(path, message); !status.ok()) {
+    Exit(2, absl::StrCat("--", flag, ": ", status.message()));
   }
 }
 
@@ -266,24 +178,17 @@ void Restore(const std::string& dir, int32_t shard_index, ReplayServiceImpl& ser
 }
 
 int Run(int argc, char** argv) {
-  absl::SetProgramUsageMessage(absl::StrCat(
-      "One replay shard: serves engram.v1.ReplayService (plus grpc.health.v1 and reflection).\n"
-      "Usage: ",
-      kProgram,
-      " --address=0.0.0.0:7700 --experiment=exp.textproto --checkpoint_dir=/ckpt/replay-0\n"
-      "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, --tls_ca."));
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "replay_server/main.cc") ||
-           absl::EndsWith(file, "common/server.cc") || absl::EndsWith(file, "common/metrics.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  CheckFlagSyntax(argc, argv);
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (positional.size() > 1) {
-    Exit(2, absl::StrCat("unexpected argument \"", positional[1], "\" (flags are --name=value)"));
-  }
+  InitProcess(argc, argv,
+              {.program = kProgram,
+               .usage = absl::StrCat(
+                   "One replay shard: serves engram.v1.ReplayService (plus grpc.health.v1 and "
+                   "reflection).\nUsage: ",
+                   kProgram,
+                   " --address=0.0.0.0:7700 --experiment=exp.textproto "
+                   "--checkpoint_dir=/ckpt/replay-0\n"
+                   "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, "
+                   "--tls_ca."),
+               .flag_files = {"replay_server/main.cc"}});
 
   const int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
   const int32_t max_insert_batch = absl::GetFlag(FLAGS_max_insert_batch);

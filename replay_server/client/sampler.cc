@@ -7,7 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "common/backoff.h"
 #include "common/status.h"
+#include "common/status_macros.h"
 #include "google/protobuf/duration.pb.h"
 
 namespace engram::replay {
@@ -31,9 +33,7 @@ bool IsTransientSampleError(absl::StatusCode code) {
 
 absl::Duration Backoff(const ShardedSamplerOptions& options, int failed_attempts,
                        absl::BitGen& rng) {
-  absl::Duration base = options.initial_backoff;
-  for (int i = 1; i < failed_attempts && base < options.max_backoff; ++i) base *= 2;
-  return std::min(base, options.max_backoff) * absl::Uniform(rng, 0.5, 1.0);
+  return JitteredBackoff(failed_attempts, options.initial_backoff, options.max_backoff, rng);
 }
 
 }  // namespace
@@ -62,11 +62,7 @@ absl::StatusOr<std::unique_ptr<ShardedSampler>> ShardedSampler::Create(
   if (options.rate_limiter_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("rate_limiter_timeout: must be >= 0");
   }
-  if (options.initial_backoff <= absl::ZeroDuration() ||
-      options.max_backoff < options.initial_backoff) {
-    return absl::InvalidArgumentError(
-        "initial_backoff/max_backoff: need 0 < initial_backoff <= max_backoff");
-  }
+  ENGRAM_RETURN_IF_ERROR(ValidateBackoff(options.initial_backoff, options.max_backoff));
   if (options.startup_wait < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("startup_wait: must be >= 0");
   }

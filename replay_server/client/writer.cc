@@ -5,8 +5,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/backoff.h"
 #include "common/check.h"
 #include "common/status.h"
+#include "common/status_macros.h"
 
 namespace engram::replay {
 namespace {
@@ -79,13 +81,7 @@ absl::StatusOr<std::unique_ptr<ReplayWriter>> ReplayWriter::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("max_unacked_requests: must be >= 1, got ", options.max_unacked_requests));
   }
-  if (options.initial_backoff <= absl::ZeroDuration() ||
-      options.max_backoff < options.initial_backoff) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("initial_backoff/max_backoff: need 0 < initial_backoff <= max_backoff, got ",
-                     absl::FormatDuration(options.initial_backoff), " and ",
-                     absl::FormatDuration(options.max_backoff)));
-  }
+  ENGRAM_RETURN_IF_ERROR(ValidateBackoff(options.initial_backoff, options.max_backoff));
   if (options.stream_deadline <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(absl::StrCat("stream_deadline: must be > 0, got ",
                                                    absl::FormatDuration(options.stream_deadline)));
@@ -252,10 +248,7 @@ absl::Status ReplayWriter::TakeErrorLocked() {
 
 absl::Duration ReplayWriter::NextBackoffLocked() {
   ++failed_attempts_;
-  absl::Duration base = options_.initial_backoff;
-  for (int i = 1; i < failed_attempts_ && base < options_.max_backoff; ++i) base *= 2;
-  base = std::min(base, options_.max_backoff);
-  return base * absl::Uniform(rng_, 0.5, 1.0);
+  return JitteredBackoff(failed_attempts_, options_.initial_backoff, options_.max_backoff, rng_);
 }
 
 void ReplayWriter::Run() {

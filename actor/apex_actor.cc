@@ -1,0 +1,608 @@
+#include "actor/apex_actor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+#include <random>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "actor/envs/vector_env.h"
+#include "actor/initial_priority.h"
+#include "actor/nstep.h"
+#include "actor/reporter.h"
+#include "common/metrics.h"
+#include "common/process.h"
+#include "common/status_macros.h"
+#include "learner/apex_config.h"
+#include "learner/core/networks.h"
+#include "learner/experiment_spec.h"
+#include "learner/parameter_client.h"
+#include "learner/weights.h"
+#include "replay_server/client/writer.h"
+#include "torch/torch.h"
+
+namespace engram::actor {
+namespace {
+
+// The actor's copy of the Q-network and the version it holds.
+class QPolicy {
+ public:
+  QPolicy(const learner::NetworkConfig& config, envs::DType dtype)
+      : network_(learner::MakeQNetwork(config)),
+        shape_(config.observation_shape),
+        dtype_(dtype == envs::DType::kUint8 ? torch::kUInt8 : torch::kFloat32) {
+    network_->eval();
+  }
+
+  // Replaces the weights with `set`'s. INVALID_ARGUMENT when they do not fit the network.
+  absl::Status Load(const v1::ParameterSet& set) {
+    ENGRAM_ASSIGN_OR_RETURN(learner::NamedWeights weights, learner::DecodeWeights(set));
+    if (const std::string error = learner::ImportWeights(*network_, weights); !error.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "weights version ", set.version(), " do not fit this actor's network: ", error,
+          " (do the learner and actor run the same experiment spec?)"));
+    }
+    version_ = set.version();
+    return absl::OkStatus();
+  }
+
+  // Q(o, .) for `batch` observations stored contiguously at `observations`: float [B, A],
+  // contiguous, on the CPU.
+  torch::Tensor Q(const uint8_t* observations, int64_t batch) {
+    std::vector<int64_t> shape = {batch};
+    shape.insert(shape.end(), shape_.begin(), shape_.end());
+    // from_blob does not copy; the forward pass only reads the buffer.
+    const torch::Tensor input =
+        torch::from_blob(const_cast<uint8_t*>(observations), shape, torch::TensorOptions(dtype_));
+    torch::NoGradGuard no_grad;
+    return network_->forward(input).contiguous();
+  }
+
+  int64_t version() const { return version_; }
+
+ private:
+  std::shared_ptr<learner::QNetwork> network_;
+  std::vector<int64_t> shape_;
+  torch::ScalarType dtype_;
+  int64_t version_ = 0;
+};
+
+v1::DType WireDType(envs::DType dtype) {
+  return dtype == envs::DType::kUint8 ? v1::DTYPE_UINT8 : v1::DTYPE_FLOAT32;
+}
+
+void FillTensor(const envs::EnvSpec& spec, const std::vector<uint8_t>& bytes, v1::Tensor* out) {
+  out->set_dtype(WireDType(spec.observation_dtype));
+  for (int64_t d : spec.observation_shape) out->add_shape(d);
+  out->set_data(bytes.data(), bytes.size());
+}
+
+uint64_t NonZeroRandom(absl::BitGen& gen) {
+  uint64_t value = 0;
+  while (value == 0) value = absl::Uniform<uint64_t>(gen);
+  return value;
+}
+
+// Connections and pieces both roles share.
+struct Common {
+  std::unique_ptr<learner::ParameterClient> parameters;
+  std::unique_ptr<ProgressReporter> reporter;
+  std::unique_ptr<QPolicy> policy;
+  envs::EnvSpec env_spec;
+};
+
+absl::StatusOr<Common> Connect(const ApexActorOptions& options, const std::string& client_id) {
+  Common common;
+  ENGRAM_ASSIGN_OR_RETURN(learner::NetworkConfig network, learner::ApexNetworkConfig(options.spec));
+  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                          CreateChannel(options.learner_address, options.channel));
+  ENGRAM_ASSIGN_OR_RETURN(common.parameters, learner::ParameterClient::Create(
+                                                 channel, {.experiment_id = options.spec.id(),
+                                                           .client_id = client_id}));
+  ENGRAM_ASSIGN_OR_RETURN(common.reporter,
+                          ProgressReporter::Create(channel, {.experiment_id = options.spec.id(),
+                                                             .actor_index = options.actor_index,
+                                                             .role = options.role}));
+  {
+    ENGRAM_ASSIGN_OR_RETURN(auto probe,
+                            envs::MakeEnv(options.spec.environment().name(),
+                                          {options.spec.environment().options().begin(),
+                                           options.spec.environment().options().end()}));
+    common.env_spec = probe->spec();
+  }
+  common.policy = std::make_unique<QPolicy>(network, common.env_spec.observation_dtype);
+  return common;
+}
+
+// Blocks until the learner has published weights and loads them.
+absl::Status LoadFirstWeights(const ApexActorOptions& options, Common& common,
+                              const std::atomic<bool>& stop) {
+  const absl::Time give_up = absl::Now() + options.first_weights_timeout;
+  Log(absl::StrCat("waiting for weights from the learner at ", options.learner_address));
+  while (!stop.load()) {
+    absl::StatusOr<std::shared_ptr<const v1::ParameterSet>> first =
+        common.parameters->WaitForVersionOtherThan(
+            0, std::min(give_up, absl::Now() + absl::Seconds(1)));
+    if (first.ok()) {
+      ENGRAM_RETURN_IF_ERROR(common.policy->Load(**first));
+      common.reporter->SetPolicyVersion(common.policy->version());
+      Log(absl::StrCat("acting with weights version ", common.policy->version()));
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "no weights from the learner at ", options.learner_address, " within ",
+          absl::FormatDuration(options.first_weights_timeout), ": ", first.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Swaps in the newest weights if they differ from the policy's.
+absl::Status SyncWeights(Common& common) {
+  std::shared_ptr<const v1::ParameterSet> latest = common.parameters->Latest();
+  if (latest == nullptr || latest->version() == common.policy->version()) {
+    return absl::OkStatus();
+  }
+  ENGRAM_RETURN_IF_ERROR(common.policy->Load(*latest));
+  common.reporter->SetPolicyVersion(common.policy->version());
+  return absl::OkStatus();
+}
+
+struct ActorMetrics {
+  explicit ActorMetrics(prometheus::Registry* registry, const std::string& role) {
+    if (registry == nullptr) return;
+    const std::map<std::string, std::string> labels = {{"role", role}};
+    frames = &AddCounter(*registry, "actor_frames_total",
+                         "Environment steps taken, summed over the actor's environments.")
+                  .Add(labels);
+    episodes = &AddCounter(*registry, "actor_episodes_total", "Episodes finished.").Add(labels);
+    items = &AddCounter(*registry, "actor_items_appended_total",
+                        "Transitions handed to the replay writer.")
+                 .Add(labels);
+    weight_updates = &AddCounter(*registry, "actor_weight_updates_total",
+                                 "Parameter versions swapped into the actor's network.")
+                          .Add(labels);
+    policy_version =
+        &AddGauge(*registry, "actor_policy_version", "Parameter version the actor acts with.")
+             .Add(labels);
+    episode_return = &AddGauge(*registry, "actor_episode_return",
+                               "Return of the actor's most recent finished episode.")
+                          .Add(labels);
+  }
+  prometheus::Counter* frames = nullptr;
+  prometheus::Counter* episodes = nullptr;
+  prometheus::Counter* items = nullptr;
+  prometheus::Counter* weight_updates = nullptr;
+  prometheus::Gauge* policy_version = nullptr;
+  prometheus::Gauge* episode_return = nullptr;
+};
+
+void Increment(prometheus::Counter* counter, double by = 1) {
+  if (counter != nullptr) counter->Increment(by);
+}
+void Set(prometheus::Gauge* gauge, double value) {
+  if (gauge != nullptr) gauge->Set(value);
+}
+
+// ---- training -----------------------------------------------------------------------
+
+// What the actor knew when it acted at one step of one environment.
+struct StepRecord {
+  float q_taken = 0;
+  int64_t episode_step = 0;
+  int64_t policy_version = 0;
+  uint64_t episode_id = 0;
+};
+
+// A transition whose priority waits for max_a Q(next_observation, a).
+struct Awaiting {
+  v1::Item item;
+  float q_taken = 0;
+};
+
+class TrainingActor {
+ public:
+  TrainingActor(const ApexActorOptions& options, Common common,
+                std::unique_ptr<replay::ReplayWriter> writer, prometheus::Registry* registry)
+      : options_(options),
+        c_(std::move(common)),
+        writer_(std::move(writer)),
+        metrics_(registry, "training"),
+        num_envs_(options.spec.actors().envs_per_actor()),
+        obs_bytes_(c_.env_spec.observation_bytes()),
+        builder_(num_envs_, options.spec.apex_dqn().n_step(),
+                 static_cast<float>(options.spec.apex_dqn().gamma()), obs_bytes_),
+        records_(num_envs_),
+        awaiting_(num_envs_),
+        episode_id_(num_envs_),
+        episode_step_(num_envs_, 0),
+        epsilon_(num_envs_),
+        previous_observations_(num_envs_ * obs_bytes_),
+        rng_(learner::TrainingEnvSeed(options.spec, options.actor_index, 0) ^ 0x5eed) {
+    for (int j = 0; j < num_envs_; ++j) {
+      epsilon_[j] = learner::ApexActorEpsilon(options.spec, options.actor_index, j);
+      episode_id_[j] = NonZeroRandom(id_gen_);
+    }
+  }
+
+  absl::Status Run(const std::atomic<bool>& stop) {
+    const v1::EnvironmentSpec& env = options_.spec.environment();
+    ENGRAM_ASSIGN_OR_RETURN(
+        vec_, envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()},
+                                      num_envs_));
+    vec_->Reset(learner::TrainingEnvSeed(options_.spec, options_.actor_index, 0));
+    Log(absl::StrFormat("actor %d: %d x %s, epsilon %.4g .. %.4g, writing to %s",
+                        options_.actor_index, num_envs_, env.name(), epsilon_.front(),
+                        epsilon_.back(), writer_target_));
+    const int sync_steps = options_.spec.actors().weight_sync_steps();
+    absl::Time next_log = absl::Now() + options_.log_interval;
+    int64_t logged_frames = 0;
+    absl::Time logged_at = absl::Now();
+    for (int64_t step = 0;; ++step) {
+      if (Stopping(stop)) break;
+      if (step % sync_steps == 0) {
+        const int64_t before = c_.policy->version();
+        ENGRAM_RETURN_IF_ERROR(SyncWeights(c_));
+        if (c_.policy->version() != before) {
+          Increment(metrics_.weight_updates);
+          Set(metrics_.policy_version, static_cast<double>(c_.policy->version()));
+        }
+      }
+      ENGRAM_RETURN_IF_ERROR(Step(stop));
+      if (options_.log_interval > absl::ZeroDuration() && absl::Now() >= next_log) {
+        const absl::Time now = absl::Now();
+        Log(absl::StrFormat(
+            "actor %d: %d frames (%.0f/s), %d episodes, recent return %.2f, "
+            "weights v%d, %d items unacknowledged",
+            options_.actor_index, frames_,
+            (frames_ - logged_frames) / absl::ToDoubleSeconds(now - logged_at), episodes_,
+            RecentReturn(), c_.policy->version(), writer_->stats().unacked_items));
+        logged_frames = frames_;
+        logged_at = now;
+        next_log = now + options_.log_interval;
+      }
+    }
+    // Complete transitions are flushed (incomplete n-step windows are dropped) and the
+    // final frames reported. When the run is over the learner no longer samples, so a
+    // rate-limited table may never take the rest: then the flush gets a few seconds only.
+    const bool run_over = c_.reporter->last_response().stop();
+    Log(absl::StrCat("actor ", options_.actor_index, ": stopping after ", frames_, " frames (",
+                     run_over ? "the run is over" : "asked to stop", "); flushing ",
+                     writer_->stats().unacked_items, " items"));
+    // The frames and episodes first: the learner lingers only a few seconds after a run.
+    absl::Status flushed = c_.reporter->Flush(absl::Now() + absl::Seconds(run_over ? 2 : 10));
+    if (!flushed.ok()) Log(absl::StrCat("progress report: ", flushed.ToString()));
+    absl::Status closed =
+        writer_->Close(absl::Now() + (run_over ? absl::Seconds(5) : absl::Seconds(30)));
+    if (!closed.ok()) Log(absl::StrCat("replay writer: ", closed.ToString()));
+    return absl::OkStatus();
+  }
+
+  void set_writer_target(std::string target) { writer_target_ = std::move(target); }
+
+ private:
+  absl::Status Step(const std::atomic<bool>& stop) {
+    const torch::Tensor q = c_.policy->Q(vec_->observations(), num_envs_);
+    const int num_actions = static_cast<int>(q.size(1));
+    const float* qs = q.data_ptr<float>();
+    actions_.resize(num_envs_);
+    q_taken_.resize(num_envs_);
+    for (int j = 0; j < num_envs_; ++j) {
+      const float* row = qs + static_cast<int64_t>(j) * num_actions;
+      const int greedy = static_cast<int>(std::max_element(row, row + num_actions) - row);
+      // This step's max Q is the bootstrap value of the transitions that waited for it.
+      for (Awaiting& waiting : awaiting_[j]) {
+        const v1::Transition& t = waiting.item.transition();
+        waiting.item.set_priority(
+            InitialPriority(waiting.q_taken, t.reward(), t.discount(), row[greedy]));
+        ENGRAM_RETURN_IF_ERROR(Append(std::move(waiting.item), stop));
+      }
+      awaiting_[j].clear();
+      int action = greedy;
+      if (std::uniform_real_distribution<double>(0, 1)(rng_) < epsilon_[j]) {
+        action = std::uniform_int_distribution<int>(0, num_actions - 1)(rng_);
+      }
+      actions_[j] = action;
+      q_taken_[j] = row[action];
+    }
+    std::memcpy(previous_observations_.data(), vec_->observations(), previous_observations_.size());
+    ENGRAM_RETURN_IF_ERROR(vec_->Step(actions_));
+    frames_ += num_envs_;
+    c_.reporter->AddFrames(num_envs_);
+    Increment(metrics_.frames, num_envs_);
+
+    truncated_envs_.clear();
+    for (int j = 0; j < num_envs_; ++j) {
+      records_[j].push_back(
+          {q_taken_[j], episode_step_[j]++, c_.policy->version(), episode_id_[j]});
+      const bool done = vec_->done(j);
+      const uint8_t* next = done ? vec_->final_observation(j) : vec_->observation(j);
+      emitted_.clear();
+      builder_.Add(j, previous_observations_.data() + j * obs_bytes_, actions_[j],
+                   vec_->rewards()[j], vec_->terminated()[j] != 0, vec_->truncated()[j] != 0, next,
+                   &emitted_);
+      for (actor::NStepTransition& t : emitted_) {
+        const StepRecord record = records_[j].front();
+        records_[j].pop_front();
+        Awaiting waiting{MakeItem(t, record, epsilon_[j]), record.q_taken};
+        if (t.discount == 0) {
+          waiting.item.set_priority(InitialPriority(record.q_taken, t.reward, 0, 0));
+          ENGRAM_RETURN_IF_ERROR(Append(std::move(waiting.item), stop));
+        } else if (done) {
+          // A truncated episode bootstraps from its final observation, which no acting
+          // forward pass will see: evaluated below, batched over environments.
+          truncated_.push_back(std::move(waiting));
+          if (truncated_envs_.empty() || truncated_envs_.back() != j) truncated_envs_.push_back(j);
+        } else {
+          awaiting_[j].push_back(std::move(waiting));
+        }
+      }
+      if (done) FinishEpisode(j);
+    }
+    if (!truncated_.empty()) ENGRAM_RETURN_IF_ERROR(FlushTruncated(stop));
+    return absl::OkStatus();
+  }
+
+  absl::Status FlushTruncated(const std::atomic<bool>& stop) {
+    std::vector<uint8_t> finals(truncated_envs_.size() * obs_bytes_);
+    for (size_t k = 0; k < truncated_envs_.size(); ++k) {
+      std::memcpy(finals.data() + k * obs_bytes_, vec_->final_observation(truncated_envs_[k]),
+                  obs_bytes_);
+    }
+    const torch::Tensor max_q =
+        std::get<0>(
+            c_.policy->Q(finals.data(), static_cast<int64_t>(truncated_envs_.size())).max(1))
+            .contiguous();
+    for (Awaiting& waiting : truncated_) {
+      const int env = waiting.item.transition().provenance().env_index();
+      const size_t k =
+          std::find(truncated_envs_.begin(), truncated_envs_.end(), env) - truncated_envs_.begin();
+      const v1::Transition& t = waiting.item.transition();
+      waiting.item.set_priority(InitialPriority(waiting.q_taken, t.reward(), t.discount(),
+                                                max_q[static_cast<int64_t>(k)].item<float>()));
+      ENGRAM_RETURN_IF_ERROR(Append(std::move(waiting.item), stop));
+    }
+    truncated_.clear();
+    return absl::OkStatus();
+  }
+
+  void FinishEpisode(int j) {
+    v1::EpisodeResult episode;
+    episode.set_episode_return(vec_->episode_return(j));
+    episode.set_length(vec_->episode_length(j));
+    episode.set_env_index(j);
+    episode.set_policy_version(c_.policy->version());
+    episode.set_epsilon(epsilon_[j]);
+    episode.set_truncated(vec_->truncated()[j] != 0);
+    recent_returns_.push_back(episode.episode_return());
+    if (recent_returns_.size() > 100) recent_returns_.pop_front();
+    Set(metrics_.episode_return, episode.episode_return());
+    c_.reporter->AddEpisode(std::move(episode));
+    Increment(metrics_.episodes);
+    ++episodes_;
+    episode_id_[j] = NonZeroRandom(id_gen_);
+    episode_step_[j] = 0;
+  }
+
+  v1::Item MakeItem(const actor::NStepTransition& t, const StepRecord& record, double epsilon) {
+    v1::Item item;
+    item.set_key(keys_.Next());
+    v1::Transition* out = item.mutable_transition();
+    FillTensor(c_.env_spec, t.observation, out->mutable_observation());
+    out->set_action(t.action);
+    out->set_reward(t.reward);
+    out->set_discount(t.discount);
+    FillTensor(c_.env_spec, t.next_observation, out->mutable_next_observation());
+    out->set_steps(t.steps);
+    out->mutable_behaviour()->set_epsilon(static_cast<float>(epsilon));
+    v1::Provenance* provenance = out->mutable_provenance();
+    provenance->set_actor_index(options_.actor_index);
+    provenance->set_env_index(t.env);
+    provenance->set_episode_id(record.episode_id);
+    provenance->set_episode_step(record.episode_step);
+    provenance->set_policy_version(record.policy_version);
+    return item;
+  }
+
+  // Appends, waiting out backpressure (a full queue towards a slow or unreachable shard)
+  // without giving up; rejections by the shard end the actor.
+  absl::Status Append(v1::Item item, const std::atomic<bool>& stop) {
+    while (true) {
+      absl::Status status = writer_->Append(item, absl::Now() + absl::Seconds(1));
+      if (status.ok()) break;
+      if (absl::IsDeadlineExceeded(status) && absl::StrContains(status.message(), "not appended")) {
+        if (Stopping(stop)) return absl::OkStatus();
+        continue;
+      }
+      // An earlier request's error: this item was appended.
+      if (absl::IsPermissionDenied(status) || absl::IsUnauthenticated(status)) {
+        Log(absl::StrCat("replay writer (retrying): ", status.ToString()));
+        break;
+      }
+      return status;
+    }
+    Increment(metrics_.items);
+    return absl::OkStatus();
+  }
+
+  // Asked to stop (signal), or the learner says the run is over.
+  bool Stopping(const std::atomic<bool>& stop) const {
+    return stop.load() || c_.reporter->last_response().stop();
+  }
+
+  double RecentReturn() const {
+    if (recent_returns_.empty()) return 0;
+    double sum = 0;
+    for (double r : recent_returns_) sum += r;
+    return sum / recent_returns_.size();
+  }
+
+  const ApexActorOptions& options_;
+  Common c_;
+  std::unique_ptr<replay::ReplayWriter> writer_;
+  std::string writer_target_;
+  ActorMetrics metrics_;
+  const int num_envs_;
+  const size_t obs_bytes_;
+  std::unique_ptr<envs::VectorEnv> vec_;
+  actor::NStepBuilder builder_;
+  std::vector<std::deque<StepRecord>> records_;
+  std::vector<std::vector<Awaiting>> awaiting_;
+  std::vector<Awaiting> truncated_;
+  std::vector<int> truncated_envs_;
+  std::vector<uint64_t> episode_id_;
+  std::vector<int64_t> episode_step_;
+  std::vector<double> epsilon_;
+  std::vector<uint8_t> previous_observations_;
+  std::vector<int> actions_;
+  std::vector<float> q_taken_;
+  std::vector<actor::NStepTransition> emitted_;
+  std::deque<double> recent_returns_;
+  std::mt19937_64 rng_;
+  absl::BitGen id_gen_;
+  replay::KeyGenerator keys_;
+  int64_t frames_ = 0;
+  int64_t episodes_ = 0;
+};
+
+// ---- evaluation ---------------------------------------------------------------------
+
+absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluation(const ApexActorOptions& options,
+                                                             Common& c, int64_t index,
+                                                             const std::atomic<bool>& stop) {
+  const v1::EvaluationSpec& evaluation = options.spec.evaluation();
+  const int episodes = evaluation.episodes();
+  const v1::EnvironmentSpec& env = options.spec.environment();
+  ENGRAM_ASSIGN_OR_RETURN(
+      std::unique_ptr<envs::VectorEnv> vec,
+      envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, episodes));
+  // Episode k of evaluation `index` always gets the same seed, whichever actor runs it.
+  vec->Reset(learner::EvaluationEnvSeed(options.spec, static_cast<int>((index - 1) * episodes)));
+  std::mt19937_64 rng(learner::EvaluationEnvSeed(options.spec, 0) + static_cast<uint64_t>(index));
+  std::vector<v1::EpisodeResult> results(episodes);
+  std::vector<bool> finished(episodes, false);
+  std::vector<double> returns(episodes, 0);
+  std::vector<int> actions(episodes);
+  int remaining = episodes;
+  const int64_t cap = options.evaluation_max_episode_steps;
+  for (int64_t step = 1; remaining > 0 && !stop.load(); ++step) {
+    const torch::Tensor q = c.policy->Q(vec->observations(), episodes);
+    const int num_actions = static_cast<int>(q.size(1));
+    const float* qs = q.data_ptr<float>();
+    for (int j = 0; j < episodes; ++j) {
+      const float* row = qs + static_cast<int64_t>(j) * num_actions;
+      actions[j] = static_cast<int>(std::max_element(row, row + num_actions) - row);
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < evaluation.epsilon()) {
+        actions[j] = std::uniform_int_distribution<int>(0, num_actions - 1)(rng);
+      }
+    }
+    ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
+    for (int j = 0; j < episodes; ++j) {
+      if (finished[j]) continue;
+      returns[j] += vec->rewards()[j];
+      const bool cut = cap > 0 && step >= cap;
+      if (!vec->done(j) && !cut) continue;
+      finished[j] = true;
+      --remaining;
+      v1::EpisodeResult& result = results[j];
+      result.set_episode_return(returns[j]);
+      result.set_length(step);
+      result.set_env_index(j);
+      result.set_policy_version(c.policy->version());
+      result.set_epsilon(evaluation.epsilon());
+      result.set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
+    }
+  }
+  if (remaining > 0) return absl::CancelledError("evaluation interrupted by shutdown");
+  return results;
+}
+
+absl::Status RunEvaluationActor(const ApexActorOptions& options, Common c,
+                                const std::atomic<bool>& stop, prometheus::Registry* registry) {
+  ActorMetrics metrics(registry, "evaluation");
+  int64_t done_index = 0;
+  v1::ActorReportResponse seen;
+  while (!stop.load()) {
+    const v1::ActorReportResponse response =
+        c.reporter->WaitForResponseChange(seen, absl::Milliseconds(500));
+    seen = response;
+    if (response.stop()) break;
+    if (response.evaluation_index() <= done_index) continue;
+    const int64_t index = response.evaluation_index();
+    ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
+    Set(metrics.policy_version, static_cast<double>(c.policy->version()));
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes =
+        RunEvaluation(options, c, index, stop);
+    if (absl::IsCancelled(episodes.status())) break;
+    ENGRAM_RETURN_IF_ERROR(episodes.status());
+    double sum = 0;
+    int64_t frames = 0;
+    for (const v1::EpisodeResult& episode : *episodes) {
+      sum += episode.episode_return();
+      frames += episode.length();
+    }
+    Increment(metrics.episodes, static_cast<double>(episodes->size()));
+    Increment(metrics.frames, static_cast<double>(frames));
+    Set(metrics.episode_return, sum / episodes->size());
+    Log(
+        absl::StrFormat("evaluation %d (weights v%d, at %d frames): mean return %.2f over %d "
+                        "episodes in %.1f s",
+                        index, c.policy->version(), response.frames(), sum / episodes->size(),
+                        episodes->size(), absl::ToDoubleSeconds(absl::Now() - start)));
+    c.reporter->CompleteEvaluation(index, *std::move(episodes));
+    done_index = index;
+    absl::Status flushed = c.reporter->Flush(absl::Now() + absl::Seconds(30));
+    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
+  }
+  (void)c.reporter->Flush(absl::Now() + absl::Seconds(5));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
+                          prometheus::Registry* registry) {
+  if (!options.spec.has_apex_dqn()) {
+    return absl::InvalidArgumentError("algorithm: this actor runs apex_dqn experiments only");
+  }
+  torch::set_num_threads(1);  // several actors share few cores
+  const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
+  if (training &&
+      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
+                     ") for a training actor, got ", options.actor_index));
+  }
+  const std::string client_id = absl::StrCat(training ? "actor-" : "eval-", options.actor_index);
+  ENGRAM_ASSIGN_OR_RETURN(Common common, Connect(options, client_id));
+  ENGRAM_RETURN_IF_ERROR(LoadFirstWeights(options, common, stop));
+  if (stop.load()) return absl::OkStatus();
+  if (!training) return RunEvaluationActor(options, std::move(common), stop, registry);
+
+  const int shard = learner::ShardOfActor(options.spec, options.actor_index);
+  if (shard >= static_cast<int>(options.replay_addresses.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("replay addresses: actor ", options.actor_index, " writes to shard ", shard,
+                     " of ", options.spec.replay().num_shards(), " but only ",
+                     options.replay_addresses.size(), " addresses were given"));
+  }
+  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> replay,
+                          CreateChannel(options.replay_addresses[shard], options.channel));
+  ENGRAM_ASSIGN_OR_RETURN(
+      std::unique_ptr<replay::ReplayWriter> writer,
+      replay::ReplayWriter::Create(
+          replay, {.table = learner::AlgorithmTable(options.spec).name(),
+                   .max_items_per_request = options.spec.actors().insert_batch_size()}));
+  TrainingActor actor(options, std::move(common), std::move(writer), registry);
+  actor.set_writer_target(
+      absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")"));
+  return actor.Run(stop);
+}
+
+}  // namespace engram::actor

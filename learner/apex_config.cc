@@ -1,0 +1,69 @@
+#include "learner/apex_config.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "learner/experiment_spec.h"
+
+namespace engram::learner {
+
+absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolved) {
+  if (!resolved.has_apex_dqn()) {
+    return absl::InvalidArgumentError("algorithm: expected apex_dqn");
+  }
+  ENGRAM_ASSIGN_OR_RETURN(EnvironmentInfo env, DescribeEnvironment(resolved.environment()));
+  const v1::ApexDqnConfig& apex = resolved.apex_dqn();
+  NetworkConfig config;
+  config.observation_shape = env.observation_shape;
+  config.num_actions = env.num_actions;
+  switch (apex.torso()) {
+    case v1::TORSO_UNSPECIFIED:
+    case v1::TORSO_MINATAR:
+      config.torso = Torso::kMinAtar;
+      break;
+    case v1::TORSO_DUELING:
+      config.torso = Torso::kMinAtarDueling;
+      break;
+    case v1::TORSO_MLP:
+      config.torso = Torso::kMlp;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("apex_dqn.torso: unknown value ", static_cast<int>(apex.torso())));
+  }
+  config.hidden_sizes.assign(apex.hidden_sizes().begin(), apex.hidden_sizes().end());
+  if (const std::string error = config.Validate(); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("apex_dqn.torso: ", v1::Torso_Name(apex.torso()),
+                                                   " does not fit ", resolved.environment().name(),
+                                                   ": ", error));
+  }
+  return config;
+}
+
+absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved) {
+  ENGRAM_ASSIGN_OR_RETURN(NetworkConfig network, ApexNetworkConfig(resolved));
+  const v1::ApexDqnConfig& apex = resolved.apex_dqn();
+  DqnConfig config;
+  config.network = std::move(network);
+  config.double_q = apex.double_q();
+  const v1::OptimizerConfig& optimizer = apex.optimizer();
+  config.optimizer.kind = optimizer.kind() == v1::OPTIMIZER_KIND_ADAM
+                              ? OptimizerKind::kAdam
+                              : OptimizerKind::kCenteredRmsProp;
+  config.optimizer.learning_rate = optimizer.learning_rate();
+  config.optimizer.epsilon = optimizer.epsilon();
+  if (optimizer.has_decay()) config.optimizer.decay = optimizer.decay();
+  if (optimizer.has_beta1()) config.optimizer.beta1 = optimizer.beta1();
+  if (optimizer.has_beta2()) config.optimizer.beta2 = optimizer.beta2();
+  config.gradient_clip_norm = apex.gradient_clip_norm();
+  config.target_update_period = apex.target_update_period();
+  config.importance_beta_start = apex.importance_beta_start();
+  config.importance_beta_end = apex.importance_beta_end();
+  config.importance_beta_anneal_frames = apex.importance_beta_anneal_frames();
+  if (const std::string error = config.Validate(); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+  }
+  return config;
+}
+
+}  // namespace engram::learner

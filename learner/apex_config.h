@@ -1,0 +1,26 @@
+#ifndef ENGRAM_LEARNER_APEX_CONFIG_H_
+#define ENGRAM_LEARNER_APEX_CONFIG_H_
+
+// From a resolved engram.v1.ExperimentSpec with apex_dqn to the learner/core
+// configuration that actors and the learner build their networks from: both must agree
+// exactly (same architecture, same parameter names) for weights to travel between them.
+
+#include "absl/status/statusor.h"
+#include "engram/v1/experiment.pb.h"
+#include "learner/core/dqn.h"
+#include "learner/core/networks.h"
+
+namespace engram::learner {
+
+// The Q-network: observation shape and actions from the environment, torso and hidden
+// sizes from apex_dqn. INVALID_ARGUMENT when the spec has no apex_dqn, the environment
+// cannot be built, or the torso does not fit the observation (naming `apex_dqn.torso`).
+absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolved);
+
+// The whole DQN configuration (network, optimizer, targets, beta schedule) of a resolved
+// spec; every field comes from apex_dqn (see experiment.proto for the defaults).
+absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved);
+
+}  // namespace engram::learner
+
+#endif  // ENGRAM_LEARNER_APEX_CONFIG_H_

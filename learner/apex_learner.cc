@@ -1,0 +1,766 @@
+#include "learner/apex_learner.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
+#include "common/process.h"
+#include "common/status.h"
+#include "common/status_macros.h"
+#include "common/text_proto.h"
+#include "engram/v1/replay.grpc.pb.h"
+#include "google/protobuf/text_format.h"
+#include "learner/apex_config.h"
+#include "learner/core/dqn.h"
+#include "learner/experiment_spec.h"
+#include "learner/learner_checkpoint.pb.h"
+#include "learner/weights.h"
+#include "replay_server/client/sampler.h"
+#include "torch/torch.h"
+
+namespace engram::learner {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kCheckpointPrefix[] = "ckpt-";
+constexpr char kModelFile[] = "learner.pt";
+constexpr char kStateFile[] = "state.textproto";
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << contents;
+    out.flush();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code error;
+  fs::rename(tmp, path, error);
+  if (error) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", error.message()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FoundCheckpoint> ReadCheckpoint(const std::string& dir,
+                                               const v1::ExperimentSpec& resolved) {
+  LearnerCheckpointState state;
+  absl::Status read = ReadTextProtoFile((fs::path(dir) / kStateFile).string(), &state);
+  if (!read.ok())
+    return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", read.message()));
+  if (state.spec().algorithm_case() != resolved.algorithm_case()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint.restore_from: checkpoint ", dir,
+                     " was written by another algorithm than this spec's"));
+  }
+  if (!fs::exists(fs::path(dir) / kModelFile)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", kModelFile, " is missing"));
+  }
+  FoundCheckpoint found;
+  found.path = dir;
+  RunCounters& c = found.counters;
+  c.frames = state.frames();
+  c.episodes = state.episodes();
+  c.updates = state.updates();
+  c.parameter_version = state.parameter_version();
+  c.elapsed = absl::Seconds(state.elapsed_seconds());
+  c.evaluations_requested = state.evaluations_requested();
+  c.next_evaluation_frames = state.next_evaluation_frames();
+  c.eval_return = state.eval_return();
+  return found;
+}
+
+// Checkpoint directories under `dir`, oldest first (names sort by update count).
+std::vector<std::string> ListCheckpoints(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_directory() && name.rfind(kCheckpointPrefix, 0) == 0 &&
+        fs::exists(entry.path() / kStateFile)) {
+      found.push_back(entry.path().string());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+// A merged batch as tensors, with what the loop needs besides the DqnBatch.
+struct PreparedBatch {
+  DqnBatch batch;
+  std::vector<uint64_t> keys;
+  std::vector<int64_t> policy_versions;
+};
+
+// Bounded queue between two threads.
+template <typename T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(size_t capacity) : capacity_(capacity) {}
+  // False when closed or `deadline` passed first.
+  bool Push(T value, absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closed_ || items_.size() < capacity_;
+    };
+    if (!mu_.AwaitWithDeadline(absl::Condition(&room), deadline) || closed_) return false;
+    items_.push_back(std::move(value));
+    return true;
+  }
+  std::optional<T> Pop(absl::Time deadline) {
+    absl::MutexLock lock(&mu_);
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closed_ || !items_.empty(); };
+    mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+    if (items_.empty()) return std::nullopt;
+    T value = std::move(items_.front());
+    items_.pop_front();
+    return value;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  const size_t capacity_;
+  absl::Mutex mu_;
+  std::deque<T> items_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+std::string FormatReturn(const v1::ReturnSummary& summary) {
+  return summary.episodes() > 0 ? absl::StrFormat("%.2f", summary.mean()) : std::string("-");
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<FoundCheckpoint>> FindCheckpoint(const v1::ExperimentSpec& resolved) {
+  const v1::CheckpointSpec& spec = resolved.checkpoint();
+  if (!spec.restore_from().empty()) {
+    if (!fs::exists(fs::path(spec.restore_from()) / kStateFile)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint.restore_from: \"",
+                                                     spec.restore_from(),
+                                                     "\" is not a learner checkpoint directory"));
+    }
+    ENGRAM_ASSIGN_OR_RETURN(FoundCheckpoint found, ReadCheckpoint(spec.restore_from(), resolved));
+    return std::optional<FoundCheckpoint>(std::move(found));
+  }
+  if (spec.directory().empty()) return std::optional<FoundCheckpoint>();
+  const std::vector<std::string> all = ListCheckpoints(spec.directory());
+  if (all.empty()) return std::optional<FoundCheckpoint>();
+  ENGRAM_ASSIGN_OR_RETURN(FoundCheckpoint found, ReadCheckpoint(all.back(), resolved));
+  return std::optional<FoundCheckpoint>(std::move(found));
+}
+
+class ApexLearner::Impl {
+ public:
+  Impl(ApexLearnerOptions options, RunState* state, ParameterServiceImpl* parameters,
+       prometheus::Registry* registry)
+      : options_(std::move(options)),
+        state_(state),
+        parameters_(parameters),
+        batches_(options_.prefetch_batches),
+        priorities_(64) {
+    if (registry != nullptr) {
+      updates_total_ =
+          &AddCounter(*registry, "learner_updates_total", "Gradient steps taken by the learner.")
+               .Add({});
+      frames_gauge_ = &AddGauge(*registry, "learner_frames",
+                                "Training frames of the run, all actors (from their reports).")
+                           .Add({});
+      loss_gauge_ = &AddGauge(*registry, "learner_loss", "Loss of the latest update.").Add({});
+      train_return_ = &AddGauge(*registry, "learner_train_return",
+                                "Mean return of the last 100 training episodes.")
+                           .Add({});
+      eval_return_ =
+          &AddGauge(*registry, "learner_eval_return", "Mean return of the latest evaluation.")
+               .Add({});
+      policy_lag_ = &AddGauge(*registry, "learner_policy_lag_versions",
+                              "Mean policy lag of sampled items, in parameter versions.")
+                         .Add({});
+      version_gauge_ =
+          &AddGauge(*registry, "learner_parameter_version", "Latest published parameter version.")
+               .Add({});
+      update_seconds_ = &AddHistogram(*registry, "learner_update_seconds",
+                                      "Time of one gradient step (forward, backward, "
+                                      "optimizer).")
+                             .Add({}, LatencyBuckets());
+      wait_seconds_ = &AddCounter(*registry, "learner_batch_wait_seconds_total",
+                                  "Time the training step waited for a prepared batch.")
+                           .Add({});
+    }
+  }
+
+  ~Impl() { StopThreads(); }
+
+  absl::Status Init(const std::optional<FoundCheckpoint>& restore) {
+    const std::string device_name =
+        options_.device.empty() ? options_.spec.learner_device() : options_.device;
+    if (const std::string error = ParseDevice(device_name.empty() ? "cpu" : device_name, &device_);
+        !error.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("device: ", error));
+    }
+    ENGRAM_ASSIGN_OR_RETURN(DqnConfig config, ApexLearnerConfig(options_.spec));
+    // Same initial weights for the same seed.
+    torch::manual_seed(options_.spec.seed());
+    std::string error;
+    learner_ = DqnLearner::Create(config, device_, &error);
+    if (learner_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+    version_ = 0;
+    if (restore.has_value()) {
+      const std::string model = (fs::path(restore->path) / kModelFile).string();
+      if (const std::string load = learner_->Load(model); !load.empty()) {
+        return absl::DataLossError(absl::StrCat("restore ", model, ": ", load));
+      }
+      version_ = restore->counters.parameter_version;
+      Log(absl::StrFormat("resumed from %s: %d frames, %d updates, weights v%d", restore->path,
+                          restore->counters.frames, learner_->updates(), version_));
+    }
+    state_->SetUpdates(learner_->updates());
+    table_ = AlgorithmTable(options_.spec);
+    ENGRAM_RETURN_IF_ERROR(ConnectReplay());
+    ENGRAM_RETURN_IF_ERROR(Publish());
+    return absl::OkStatus();
+  }
+
+  absl::Status Run(const std::atomic<bool>& stop) {
+    if (!options_.output_dir.empty()) ENGRAM_RETURN_IF_ERROR(OpenCsv());
+    prefetcher_ = std::thread([this] { Prefetch(); });
+    priority_thread_ = std::thread([this] { SendPriorities(); });
+    const int64_t batch_size = options_.spec.apex_dqn().batch_size();
+    Log(
+        absl::StrFormat("training on %s: batch %d, table \"%s\" on %d shard(s), publishing every "
+                        "%d updates",
+                        device_.str(), batch_size, table_.name(), shard_channels_.size(),
+                        options_.publish_every_updates));
+    absl::Time next_log = absl::Now() + options_.log_interval;
+    absl::Time next_csv = absl::Now() + options_.csv_interval;
+    absl::Time next_checkpoint = CheckpointInterval() > absl::ZeroDuration()
+                                     ? absl::Now() + CheckpointInterval()
+                                     : absl::InfiniteFuture();
+    absl::Time waiting_since = absl::Now();
+    double beta = -1;
+    std::optional<std::string> spent;
+    while (!stop.load()) {
+      if ((spent = state_->BudgetSpent())) break;
+      if (absl::Status error = TakeBackgroundError(); !error.ok()) return Fail(error);
+      const absl::Time now = absl::Now();
+      if (now >= next_log) {
+        LogProgress(waiting_since);
+        next_log = now + options_.log_interval;
+      }
+      if (csv_ && now >= next_csv) {
+        WriteCsvRow();
+        next_csv = now + options_.csv_interval;
+      }
+      WriteEvaluationRows();
+      if (now >= next_checkpoint) {
+        ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
+        next_checkpoint = now + CheckpointInterval();
+      }
+      const absl::Time wait_start = absl::Now();
+      std::optional<PreparedBatch> prepared = batches_.Pop(absl::Now() + absl::Milliseconds(200));
+      if (wait_seconds_ != nullptr) {
+        wait_seconds_->Increment(absl::ToDoubleSeconds(absl::Now() - wait_start));
+      }
+      if (!prepared.has_value()) continue;
+      waiting_since = absl::InfiniteFuture();
+      const double new_beta = learner_->BetaAt(state_->frames());
+      if (std::abs(new_beta - beta) > 1e-3) {
+        beta = new_beta;
+        ENGRAM_RETURN_IF_ERROR(sampler_->SetBeta(beta));
+      }
+      const absl::Time update_start = absl::Now();
+      DqnLearner::UpdateResult result = learner_->Update(prepared->batch);
+      if (update_seconds_ != nullptr) {
+        update_seconds_->Observe(absl::ToDoubleSeconds(absl::Now() - update_start));
+      }
+      if (updates_total_ != nullptr) updates_total_->Increment();
+      if (loss_gauge_ != nullptr) loss_gauge_->Set(result.loss);
+      state_->SetUpdates(learner_->updates());
+      state_->RecordLoss(result.loss);
+      last_loss_ = result.loss;
+      RecordLag(*prepared);
+      const float* p = result.new_priorities.data_ptr<float>();
+      PriorityUpdate update{std::move(prepared->keys),
+                            std::vector<double>(p, p + result.new_priorities.numel())};
+      // The queue is bounded: when the shards are slow to take updates, training waits
+      // rather than piling them up.
+      while (!priorities_.Push(std::move(update), absl::Now() + absl::Seconds(1))) {
+        if (stop.load()) break;
+      }
+      if (learner_->updates() % options_.publish_every_updates == 0) {
+        ENGRAM_RETURN_IF_ERROR(Publish());
+      }
+    }
+    if (!spent.has_value()) {
+      // Asked to stop (SIGTERM): keep the actors running for a restarted learner.
+      Log("stopping: writing a checkpoint");
+      StopThreads();
+      ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
+      if (csv_) WriteCsvRow();
+      return absl::OkStatus();
+    }
+    return FinishRun(*spent, stop);
+  }
+
+  std::string device() const { return device_.str(); }
+
+ private:
+  struct PriorityUpdate {
+    std::vector<uint64_t> keys;
+    std::vector<double> priorities;
+  };
+
+  absl::Duration CheckpointInterval() const {
+    const v1::CheckpointSpec& spec = options_.spec.checkpoint();
+    if (spec.directory().empty()) return absl::ZeroDuration();
+    return absl::Seconds(spec.interval().seconds()) + absl::Nanoseconds(spec.interval().nanos());
+  }
+
+  absl::Status ConnectReplay() {
+    std::vector<std::shared_ptr<grpc::ChannelInterface>> channels;
+    for (size_t i = 0; i < options_.replay_addresses.size(); ++i) {
+      const std::string& address = options_.replay_addresses[i];
+      ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                              CreateChannel(address, options_.channel));
+      auto stub = v1::ReplayService::NewStub(channel);
+      // The shard may still be starting: retry UNAVAILABLE for a while.
+      const absl::Time give_up = absl::Now() + absl::Seconds(60);
+      while (true) {
+        grpc::ClientContext context;
+        context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+        context.set_wait_for_ready(true);
+        v1::CreateTableRequest request;
+        *request.mutable_spec() = table_;
+        v1::CreateTableResponse response;
+        const absl::Status status = FromGrpc(stub->CreateTable(&context, request, &response));
+        if (status.ok()) {
+          Log(absl::StrCat("replay shard ", i, " (", address, "): table \"", table_.name(), "\" ",
+                           response.created() ? "created" : "already there"));
+          break;
+        }
+        if (!absl::IsUnavailable(status) && !absl::IsDeadlineExceeded(status)) {
+          return absl::Status(status.code(), absl::StrCat("replay shard ", i, " (", address,
+                                                          "): CreateTable: ", status.message()));
+        }
+        if (absl::Now() >= give_up) {
+          return absl::UnavailableError(absl::StrCat("replay shard ", i, " (", address,
+                                                     ") unreachable for 60 s: ", status.message()));
+        }
+      }
+      shard_stubs_.push_back(std::move(stub));
+      channels.push_back(std::move(channel));
+    }
+    shard_channels_ = channels;
+    ENGRAM_ASSIGN_OR_RETURN(sampler_,
+                            replay::ShardedSampler::Create(
+                                channels, {.table = table_.name(),
+                                           .batch_size = options_.spec.apex_dqn().batch_size(),
+                                           .importance_beta = learner_->BetaAt(state_->frames())}));
+    return absl::OkStatus();
+  }
+
+  absl::Status Publish() {
+    v1::ParameterSet set;
+    ENGRAM_RETURN_IF_ERROR(EncodeWeights(learner_->ExportWeights(), &set));
+    set.set_experiment_id(options_.spec.id());
+    set.set_version(version_ + 1);
+    set.set_learner_updates(learner_->updates());
+    set.set_frames(state_->frames());
+    ENGRAM_ASSIGN_OR_RETURN(version_, parameters_->Publish(std::move(set)));
+    state_->SetParameterVersion(version_);
+    if (version_gauge_ != nullptr) version_gauge_->Set(static_cast<double>(version_));
+    return absl::OkStatus();
+  }
+
+  // ---- background threads ---------------------------------------------------------------
+
+  void Prefetch() {
+    absl::Time last_wait_log = absl::Now();
+    while (!stopping_.load()) {
+      absl::StatusOr<replay::ShardedSampler::Batch> batch =
+          sampler_->Next(absl::Now() + absl::Milliseconds(500));
+      if (absl::IsDeadlineExceeded(batch.status())) {
+        if (absl::Now() - last_wait_log > absl::Seconds(30)) {
+          Log(absl::StrCat("waiting for replay data: ", batch.status().message()));
+          last_wait_log = absl::Now();
+        }
+        continue;
+      }
+      if (!batch.ok()) {
+        Log(absl::StrCat("sampling: ", batch.status().ToString()));
+        if (absl::IsNotFound(batch.status()) || absl::IsInvalidArgument(batch.status())) {
+          SetBackgroundError(batch.status());
+          return;
+        }
+        continue;
+      }
+      absl::StatusOr<PreparedBatch> prepared = Prepare(*batch);
+      if (!prepared.ok()) {
+        SetBackgroundError(prepared.status());
+        return;
+      }
+      while (!batches_.Push(*std::move(prepared), absl::Now() + absl::Milliseconds(500))) {
+        if (stopping_.load()) return;
+      }
+    }
+  }
+
+  absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch) {
+    const int64_t n = static_cast<int64_t>(batch.items.size());
+    const v1::TensorSpec& obs_spec = table_.signature().observation();
+    std::vector<int64_t> shape = {n};
+    shape.insert(shape.end(), obs_spec.shape().begin(), obs_spec.shape().end());
+    const torch::ScalarType dtype =
+        obs_spec.dtype() == v1::DTYPE_UINT8 ? torch::kUInt8 : torch::kFloat32;
+    // Pinned host memory lets the copy to a CUDA device run asynchronously.
+    const torch::TensorOptions host =
+        torch::TensorOptions().dtype(dtype).pinned_memory(device_.is_cuda());
+    const torch::TensorOptions host_float =
+        torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device_.is_cuda());
+    PreparedBatch out;
+    DqnBatch& b = out.batch;
+    b.observations = torch::empty(shape, host);
+    b.next_observations = torch::empty(shape, host);
+    b.actions = torch::empty(
+        {n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(device_.is_cuda()));
+    b.rewards = torch::empty({n}, host_float);
+    b.discounts = torch::empty({n}, host_float);
+    b.weights = torch::empty({n}, host_float);
+    const size_t row_bytes = b.observations.nbytes() / std::max<int64_t>(n, 1);
+    uint8_t* obs = static_cast<uint8_t*>(b.observations.data_ptr());
+    uint8_t* next = static_cast<uint8_t*>(b.next_observations.data_ptr());
+    int64_t* actions = b.actions.data_ptr<int64_t>();
+    float* rewards = b.rewards.data_ptr<float>();
+    float* discounts = b.discounts.data_ptr<float>();
+    float* weights = b.weights.data_ptr<float>();
+    out.keys.resize(n);
+    out.policy_versions.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const v1::SampledItem& sampled = batch.items[i];
+      const v1::Transition& t = sampled.item().transition();
+      if (t.observation().data().size() != row_bytes ||
+          t.next_observation().data().size() != row_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sampled item ", sampled.item().key(), " of table \"", table_.name(),
+            "\": observation of ", t.observation().data().size(), " bytes, expected ", row_bytes));
+      }
+      std::memcpy(obs + i * row_bytes, t.observation().data().data(), row_bytes);
+      std::memcpy(next + i * row_bytes, t.next_observation().data().data(), row_bytes);
+      actions[i] = t.action();
+      rewards[i] = t.reward();
+      discounts[i] = t.discount();
+      weights[i] = static_cast<float>(sampled.importance_weight());
+      out.keys[i] = sampled.item().key();
+      out.policy_versions[i] = t.has_provenance() ? t.provenance().policy_version() : -1;
+    }
+    return out;
+  }
+
+  void SendPriorities() {
+    while (true) {
+      std::optional<PriorityUpdate> update = priorities_.Pop(absl::InfiniteFuture());
+      if (!update.has_value()) return;  // closed and drained
+      const absl::Status status = sampler_->UpdatePriorities(update->keys, update->priorities);
+      // NOT_FOUND: keys the sampler no longer remembers (old batches); harmless.
+      if (!status.ok() && !absl::IsNotFound(status)) {
+        Log(absl::StrCat("priority update: ", status.ToString()));
+      }
+    }
+  }
+
+  void StopThreads() {
+    stopping_.store(true);
+    batches_.Close();
+    priorities_.Close();
+    if (prefetcher_.joinable()) prefetcher_.join();
+    if (priority_thread_.joinable()) priority_thread_.join();
+  }
+
+  void SetBackgroundError(absl::Status status) {
+    absl::MutexLock lock(&error_mu_);
+    if (background_error_.ok()) background_error_ = std::move(status);
+  }
+  absl::Status TakeBackgroundError() {
+    absl::MutexLock lock(&error_mu_);
+    return background_error_;
+  }
+
+  absl::Status Fail(const absl::Status& error) {
+    StopThreads();
+    state_->Finish(v1::EXPERIMENT_STATE_FAILED, error.ToString());
+    return error;
+  }
+
+  // ---- progress ---------------------------------------------------------------------------
+
+  void RecordLag(const PreparedBatch& prepared) {
+    double sum = 0;
+    int64_t max = 0, counted = 0;
+    for (int64_t v : prepared.policy_versions) {
+      if (v < 0) continue;
+      const int64_t lag = std::max<int64_t>(0, version_ - v);
+      sum += lag;
+      max = std::max(max, lag);
+      ++counted;
+    }
+    state_->RecordSampled(static_cast<int64_t>(prepared.keys.size()),
+                          counted > 0 ? sum / counted : 0, max);
+  }
+
+  void PollReplay() {
+    int64_t inserts = 0, size = 0;
+    for (auto& stub : shard_stubs_) {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+      v1::ReplayInfoRequest request;
+      request.add_tables(table_.name());
+      v1::ReplayInfoResponse response;
+      if (!stub->Info(&context, request, &response).ok()) continue;
+      for (const v1::TableInfo& info : response.tables()) {
+        inserts += info.inserts_total();
+        size += info.size();
+      }
+    }
+    state_->RecordReplay(inserts, size);
+    replay_size_ = size;
+  }
+
+  void LogProgress(absl::Time waiting_since) {
+    PollReplay();
+    const v1::ExperimentStatus status = state_->Status();
+    if (frames_gauge_ != nullptr) frames_gauge_->Set(static_cast<double>(status.frames()));
+    if (train_return_ != nullptr && status.train_return().episodes() > 0) {
+      train_return_->Set(status.train_return().mean());
+    }
+    if (policy_lag_ != nullptr) policy_lag_->Set(status.policy_lag().mean_versions());
+    if (waiting_since != absl::InfiniteFuture()) {
+      Log(absl::StrFormat("waiting for replay to fill: %d transitions in replay, %d frames",
+                          replay_size_, status.frames()));
+      return;
+    }
+    Log(absl::StrFormat(
+        "%d frames (%.0f/s), %d updates (%.1f/s), replay %d, lag %.1f, train return %s, eval "
+        "return %s, weights v%d",
+        status.frames(), status.throughput().frames_per_second(), status.learner_updates(),
+        status.throughput().learner_updates_per_second(), replay_size_,
+        status.policy_lag().mean_versions(), FormatReturn(status.train_return()),
+        FormatReturn(status.eval_return()), status.parameter_version()));
+  }
+
+  absl::Status OpenCsv() {
+    std::error_code error;
+    fs::create_directories(options_.output_dir, error);
+    if (error) {
+      return absl::InvalidArgumentError(absl::StrCat("output_dir: cannot create \"",
+                                                     options_.output_dir, "\": ", error.message()));
+    }
+    auto open = [&](const char* name, const char* header) -> std::FILE* {
+      const std::string path = (fs::path(options_.output_dir) / name).string();
+      const bool fresh = !fs::exists(path) || fs::file_size(path) == 0;
+      std::FILE* file = std::fopen(path.c_str(), "a");
+      if (file != nullptr && fresh) std::fputs(header, file);
+      return file;
+    };
+    csv_ = open("progress.csv",
+                "wall_time_s,frames,updates,episodes,train_return,eval_return,frames_per_s,"
+                "updates_per_s,sampled_per_s,inserted_per_s,policy_lag,replay_size,loss\n");
+    eval_csv_ = open("evaluations.csv",
+                     "evaluation,wall_time_s,frames,updates,episodes,mean_return,min_return,"
+                     "max_return\n");
+    if (csv_ == nullptr || eval_csv_ == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("output_dir: cannot write CSV files in \"",
+                                                     options_.output_dir,
+                                                     "\": ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  void WriteCsvRow() {
+    const v1::ExperimentStatus status = state_->Status();
+    auto value = [](const v1::ReturnSummary& r) {
+      return r.episodes() > 0 ? absl::StrFormat("%.4f", r.mean()) : std::string();
+    };
+    std::fprintf(
+        csv_, "%.1f,%lld,%lld,%lld,%s,%s,%.1f,%.2f,%.1f,%.1f,%.2f,%lld,%.6g\n",
+        absl::ToDoubleSeconds(state_->elapsed()), static_cast<long long>(status.frames()),
+        static_cast<long long>(status.learner_updates()), static_cast<long long>(status.episodes()),
+        value(status.train_return()).c_str(), value(status.eval_return()).c_str(),
+        status.throughput().frames_per_second(), status.throughput().learner_updates_per_second(),
+        status.throughput().sampled_items_per_second(),
+        status.throughput().inserted_items_per_second(), status.policy_lag().mean_versions(),
+        static_cast<long long>(replay_size_), last_loss_);
+    std::fflush(csv_);
+  }
+
+  void WriteEvaluationRows() {
+    std::optional<std::pair<int64_t, v1::ReturnSummary>> evaluation = state_->TakeNewEvaluation();
+    if (!evaluation.has_value()) return;
+    const auto& [index, summary] = *evaluation;
+    if (eval_return_ != nullptr) eval_return_->Set(summary.mean());
+    Log(
+        absl::StrFormat("evaluation %d at %d frames: mean return %.2f (min %.2f, max %.2f, %d "
+                        "episodes)",
+                        index, summary.at_frames(), summary.mean(), summary.min(), summary.max(),
+                        summary.episodes()));
+    if (eval_csv_ == nullptr) return;
+    std::fprintf(eval_csv_, "%lld,%.1f,%lld,%lld,%d,%.4f,%.4f,%.4f\n",
+                 static_cast<long long>(index), absl::ToDoubleSeconds(state_->elapsed()),
+                 static_cast<long long>(summary.at_frames()),
+                 static_cast<long long>(learner_->updates()), summary.episodes(), summary.mean(),
+                 summary.min(), summary.max());
+    std::fflush(eval_csv_);
+  }
+
+  // ---- checkpoints and the end of the run -----------------------------------------------
+
+  absl::Status WriteCheckpoint() {
+    const v1::CheckpointSpec& spec = options_.spec.checkpoint();
+    if (spec.directory().empty()) return absl::OkStatus();
+    const absl::Time start = absl::Now();
+    const RunCounters counters = state_->counters();
+    const std::string name = absl::StrFormat("%s%012d", kCheckpointPrefix, learner_->updates());
+    const fs::path final_dir = fs::path(spec.directory()) / name;
+    const fs::path tmp_dir = fs::path(spec.directory()) / (".tmp-" + name);
+    std::error_code error;
+    fs::remove_all(tmp_dir, error);
+    fs::create_directories(tmp_dir, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("checkpoint: cannot create ", tmp_dir.string(), ": ", error.message()));
+    }
+    if (const std::string saved = learner_->Save((tmp_dir / kModelFile).string()); !saved.empty()) {
+      return absl::InternalError(absl::StrCat("checkpoint: ", saved));
+    }
+    LearnerCheckpointState state;
+    *state.mutable_spec() = options_.spec;
+    state.set_frames(counters.frames);
+    state.set_episodes(counters.episodes);
+    state.set_updates(learner_->updates());
+    state.set_parameter_version(version_);
+    state.set_elapsed_seconds(absl::ToDoubleSeconds(counters.elapsed));
+    state.set_evaluations_requested(counters.evaluations_requested);
+    state.set_next_evaluation_frames(counters.next_evaluation_frames);
+    *state.mutable_eval_return() = counters.eval_return;
+    state.set_written_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+    std::string text;
+    google::protobuf::TextFormat::PrintToString(state, &text);
+    ENGRAM_RETURN_IF_ERROR(WriteFileAtomically((tmp_dir / kStateFile).string(), text));
+    fs::remove_all(final_dir, error);
+    fs::rename(tmp_dir, final_dir, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("checkpoint: cannot rename ", tmp_dir.string(), ": ", error.message()));
+    }
+    state_->SetLastCheckpoint(final_dir.string());
+    std::vector<std::string> all = ListCheckpoints(spec.directory());
+    while (static_cast<int>(all.size()) > spec.keep()) {
+      fs::remove_all(all.front(), error);
+      all.erase(all.begin());
+    }
+    Log(absl::StrFormat("checkpoint %s written in %.2f s", final_dir.string(),
+                        absl::ToDoubleSeconds(absl::Now() - start)));
+    return absl::OkStatus();
+  }
+
+  absl::Status FinishRun(const std::string& spent, const std::atomic<bool>& stop) {
+    Log(absl::StrCat("budget reached (", spent, "): stopping training actors"));
+    state_->StopTraining();
+    StopThreads();
+    ENGRAM_RETURN_IF_ERROR(Publish());
+    if (state_->has_evaluation_actor()) {
+      const int64_t index = state_->RequestEvaluation();
+      Log(absl::StrCat("final evaluation ", index, " requested"));
+      const absl::Time give_up = absl::Now() + options_.final_evaluation_timeout;
+      while (state_->evaluations_completed() < index && absl::Now() < give_up && !stop.load()) {
+        absl::SleepFor(absl::Milliseconds(100));
+      }
+      if (state_->evaluations_completed() < index) {
+        Log("the final evaluation did not complete; the run ends without it");
+      }
+      WriteEvaluationRows();
+    } else {
+      Log("no evaluation actor reported; no final evaluation");
+    }
+    ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
+    if (csv_) WriteCsvRow();
+    state_->Finish(v1::EXPERIMENT_STATE_SUCCEEDED);
+    const v1::ExperimentStatus status = state_->Status();
+    Log(
+        absl::StrFormat("run %s finished: %d frames, %d updates, %d episodes, train return %s, "
+                        "eval return %s, %s",
+                        status.id(), status.frames(), status.learner_updates(), status.episodes(),
+                        FormatReturn(status.train_return()), FormatReturn(status.eval_return()),
+                        absl::FormatDuration(absl::Trunc(state_->elapsed(), absl::Seconds(1)))));
+    return absl::OkStatus();
+  }
+
+  ApexLearnerOptions options_;
+  RunState* state_;
+  ParameterServiceImpl* parameters_;
+  torch::Device device_ = torch::kCPU;
+  std::unique_ptr<DqnLearner> learner_;
+  v1::TableSpec table_;
+  int64_t version_ = 0;
+  std::vector<std::shared_ptr<grpc::ChannelInterface>> shard_channels_;
+  std::vector<std::unique_ptr<v1::ReplayService::Stub>> shard_stubs_;
+  std::unique_ptr<replay::ShardedSampler> sampler_;
+  BoundedQueue<PreparedBatch> batches_;
+  BoundedQueue<PriorityUpdate> priorities_;
+  std::thread prefetcher_;
+  std::thread priority_thread_;
+  std::atomic<bool> stopping_{false};
+  absl::Mutex error_mu_;
+  absl::Status background_error_ ABSL_GUARDED_BY(error_mu_);
+  int64_t replay_size_ = 0;
+  double last_loss_ = 0;
+  std::FILE* csv_ = nullptr;
+  std::FILE* eval_csv_ = nullptr;
+  prometheus::Counter* updates_total_ = nullptr;
+  prometheus::Gauge* frames_gauge_ = nullptr;
+  prometheus::Gauge* loss_gauge_ = nullptr;
+  prometheus::Gauge* train_return_ = nullptr;
+  prometheus::Gauge* eval_return_ = nullptr;
+  prometheus::Gauge* policy_lag_ = nullptr;
+  prometheus::Gauge* version_gauge_ = nullptr;
+  prometheus::Histogram* update_seconds_ = nullptr;
+  prometheus::Counter* wait_seconds_ = nullptr;
+};
+
+absl::StatusOr<std::unique_ptr<ApexLearner>> ApexLearner::Create(
+    ApexLearnerOptions options, RunState* state, ParameterServiceImpl* parameters,
+    const std::optional<FoundCheckpoint>& restore, prometheus::Registry* registry) {
+  if (!options.spec.has_apex_dqn()) {
+    return absl::InvalidArgumentError("algorithm: this learner runs apex_dqn experiments only");
+  }
+  if (options.publish_every_updates < 1 || options.prefetch_batches < 1) {
+    return absl::InvalidArgumentError("publish_every_updates and prefetch_batches: must be >= 1");
+  }
+  if (static_cast<int>(options.replay_addresses.size()) != options.spec.replay().num_shards()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("replay addresses: the experiment has ", options.spec.replay().num_shards(),
+                     " shards, got ", options.replay_addresses.size(), " addresses"));
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), state, parameters, registry);
+  ENGRAM_RETURN_IF_ERROR(impl->Init(restore));
+  return std::unique_ptr<ApexLearner>(new ApexLearner(std::move(impl)));
+}
+
+ApexLearner::ApexLearner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ApexLearner::~ApexLearner() = default;
+
+absl::Status ApexLearner::Run(const std::atomic<bool>& stop) { return impl_->Run(stop); }
+std::string ApexLearner::device() const { return impl_->device(); }
+
+}  // namespace engram::learner

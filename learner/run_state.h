@@ -1,0 +1,153 @@
+#ifndef ENGRAM_LEARNER_RUN_STATE_H_
+#define ENGRAM_LEARNER_RUN_STATE_H_
+
+// The learner's view of one running experiment: counters the actors report (frames,
+// episodes, returns), the learner's own (updates, parameter version, policy lag), the
+// evaluation schedule, recent rates, and the lifecycle. It answers ActorService.Report and
+// ExperimentService.Get, and is what checkpoints save.
+//
+// Thread-safe: RPC threads, the training loop and the monitor read and write it
+// concurrently. Nothing here blocks beyond its mutex.
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "engram/v1/actor.grpc.pb.h"
+#include "engram/v1/experiment.grpc.pb.h"
+
+namespace engram::learner {
+
+// What a checkpoint carries of a run besides the networks.
+struct RunCounters {
+  int64_t frames = 0;
+  int64_t episodes = 0;
+  int64_t updates = 0;
+  int64_t parameter_version = 0;
+  absl::Duration elapsed;  // RUNNING time before this process
+  int64_t evaluations_requested = 0;
+  int64_t next_evaluation_frames = 0;
+  v1::ReturnSummary eval_return;
+};
+
+class RunState {
+ public:
+  // `resolved`: the resolved spec. `restored`: counters from a checkpoint (zeros when
+  // fresh). The run counts as RUNNING from construction.
+  RunState(v1::ExperimentSpec resolved, const RunCounters& restored);
+
+  // ---- actors -------------------------------------------------------------------------
+  // Applies an actor's report once per (incarnation, sequence); see actor.proto.
+  absl::StatusOr<v1::ActorReportResponse> ApplyReport(const v1::ActorReportRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---- the learner --------------------------------------------------------------------
+  void SetUpdates(int64_t updates) ABSL_LOCKS_EXCLUDED(mu_);
+  void SetParameterVersion(int64_t version) ABSL_LOCKS_EXCLUDED(mu_);
+  // Items of one sampled batch and their policy lag (learner version minus the version
+  // that acted), mean and max over the batch.
+  void RecordSampled(int64_t items, double mean_lag, int64_t max_lag) ABSL_LOCKS_EXCLUDED(mu_);
+  // Replay totals over all shards (from ReplayService.Info).
+  void RecordReplay(int64_t inserts_total, int64_t size) ABSL_LOCKS_EXCLUDED(mu_);
+  void RecordLoss(double loss) ABSL_LOCKS_EXCLUDED(mu_);
+  // Asks evaluation actors for a new evaluation now; returns its index.
+  int64_t RequestEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
+  // Evaluations completed so far (reported by an evaluation actor).
+  int64_t evaluations_completed() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether any evaluation actor has reported since this process started.
+  bool has_evaluation_actor() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Training actors are told to stop (the budget is spent); evaluation actors go on.
+  void StopTraining() ABSL_LOCKS_EXCLUDED(mu_);
+  // Every actor is told to stop; the run ends in `state` (a terminal state).
+  void Finish(v1::ExperimentState state, std::string error = "") ABSL_LOCKS_EXCLUDED(mu_);
+  void SetLastCheckpoint(std::string path) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Whether the budget (frames or wall time) is spent, and which, e.g. "5000000 frames".
+  std::optional<std::string> BudgetSpent() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  int64_t frames() const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Duration elapsed() const ABSL_LOCKS_EXCLUDED(mu_);
+  RunCounters counters() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Status with the resolved spec (ExperimentService.Get); rates over about a minute.
+  v1::ExperimentStatus Status() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The latest completed evaluation's summary, once per evaluation (for CSV rows);
+  // nullopt when none completed since the last call.
+  std::optional<std::pair<int64_t, v1::ReturnSummary>> TakeNewEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Sample {
+    absl::Time time;
+    int64_t frames;
+    int64_t updates;
+    int64_t sampled;
+    int64_t inserted;
+  };
+  struct Incarnation {
+    int64_t applied = 0;  // highest applied sequence
+  };
+
+  void SnapshotLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::ActorReportResponse ResponseLocked(const v1::ActorReportRequest& request) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const v1::ExperimentSpec spec_;
+  const absl::Time started_;  // this process
+  mutable absl::Mutex mu_;
+  RunCounters counters_ ABSL_GUARDED_BY(mu_);
+  v1::ExperimentState state_ ABSL_GUARDED_BY(mu_) = v1::EXPERIMENT_STATE_RUNNING;
+  std::string error_ ABSL_GUARDED_BY(mu_);
+  std::string last_checkpoint_ ABSL_GUARDED_BY(mu_);
+  bool stop_training_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_all_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time end_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::flat_hash_map<uint64_t, Incarnation> incarnations_ ABSL_GUARDED_BY(mu_);
+  std::deque<double> train_returns_ ABSL_GUARDED_BY(mu_);  // last 100
+  int64_t train_window_end_frames_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t evaluation_requested_frames_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t evaluations_completed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool evaluation_actor_seen_ ABSL_GUARDED_BY(mu_) = false;
+  bool new_evaluation_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t sampled_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t inserted_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t replay_size_ ABSL_GUARDED_BY(mu_) = 0;
+  double last_loss_ ABSL_GUARDED_BY(mu_) = 0;
+  // Policy lag per sampled batch over the last minute: (time, mean, max).
+  std::deque<std::tuple<absl::Time, double, int64_t>> lags_ ABSL_GUARDED_BY(mu_);
+  std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);  // one per second at most, last ~60 s
+};
+
+// ActorService over a RunState.
+class ActorServiceImpl final : public v1::ActorService::Service {
+ public:
+  explicit ActorServiceImpl(RunState* state) : state_(state) {}
+  grpc::Status Report(grpc::ServerContext* context, const v1::ActorReportRequest* request,
+                      v1::ActorReportResponse* response) override;
+
+ private:
+  RunState* state_;
+};
+
+// ExperimentService's Get over the RunState of the experiment this learner runs (the
+// launcher and `engram status` read it). The other methods answer UNIMPLEMENTED in this
+// version: one experiment per learner process, given by --experiment.
+class ExperimentStatusService final : public v1::ExperimentService::Service {
+ public:
+  explicit ExperimentStatusService(RunState* state) : state_(state) {}
+  grpc::Status Get(grpc::ServerContext* context, const v1::GetExperimentRequest* request,
+                   v1::ExperimentStatus* response) override;
+
+ private:
+  RunState* state_;
+};
+
+}  // namespace engram::learner
+
+#endif  // ENGRAM_LEARNER_RUN_STATE_H_
