@@ -18,6 +18,7 @@
 #include "common/process.h"
 #include "common/status_macros.h"
 #include "learner/apex_config.h"
+#include "learner/core/compute_threads.h"
 #include "learner/core/networks.h"
 #include "learner/experiment_spec.h"
 #include "learner/parameter_client.h"
@@ -571,7 +572,7 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
   if (!options.spec.has_apex_dqn()) {
     return absl::InvalidArgumentError("algorithm: this actor runs apex_dqn experiments only");
   }
-  torch::set_num_threads(1);  // several actors share few cores
+  learner::SetComputeThreads(1);  // several actors share few cores
   const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
   if (training &&
       (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {

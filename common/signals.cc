@@ -1,34 +1,63 @@
 #include "common/signals.h"
 
-#include <pthread.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "common/check.h"
 
 namespace engram {
+namespace {
+
+// The write end of the active ShutdownSignal's pipe; -1 when none. The handler only
+// writes one byte to it (write is async-signal-safe).
+std::atomic<int> g_pipe_write{-1};
+
+void OnSignal(int signo) {
+  const int saved_errno = errno;
+  const int fd = g_pipe_write.load();
+  if (fd >= 0) {
+    const unsigned char byte = static_cast<unsigned char>(signo);
+    (void)!::write(fd, &byte, 1);
+  }
+  errno = saved_errno;
+}
+
+}  // namespace
 
 ShutdownSignal::ShutdownSignal() {
-  sigemptyset(&set_);
-  sigaddset(&set_, SIGTERM);
-  sigaddset(&set_, SIGINT);
-  // Threads created after this inherit the mask, so only the waiter receives the signals.
-  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  ENGRAM_CHECK(::pipe2(pipe_, O_CLOEXEC) == 0);
+  int expected = -1;
+  ENGRAM_CHECK(g_pipe_write.compare_exchange_strong(expected, pipe_[1]))
+      << "only one ShutdownSignal may exist at a time";
+  struct sigaction action = {};
+  action.sa_handler = &OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &action, &previous_term_);
+  ::sigaction(SIGINT, &action, &previous_int_);
   waiter_ = std::thread([this] {
-    int signo = 0;
-    while (sigwait(&set_, &signo) != 0) {
+    while (true) {
+      unsigned char byte = 0;
+      const ssize_t n = ::read(pipe_[0], &byte, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || byte == 0) return;  // the destructor's wake-up
+      Request(byte);
     }
-    Request(signo);
-    absl::MutexLock lock(&mu_);
-    waiter_done_ = true;
   });
 }
 
 ShutdownSignal::~ShutdownSignal() {
   Trigger();
-  {
-    absl::MutexLock lock(&mu_);
-    // Wake a waiter still in sigwait; the signal is consumed there, never delivered.
-    if (!waiter_done_) pthread_kill(waiter_.native_handle(), SIGTERM);
-  }
+  ::sigaction(SIGTERM, &previous_term_, nullptr);
+  ::sigaction(SIGINT, &previous_int_, nullptr);
+  g_pipe_write.store(-1);
+  const unsigned char wake = 0;
+  (void)!::write(pipe_[1], &wake, 1);
   waiter_.join();
-  pthread_sigmask(SIG_UNBLOCK, &set_, nullptr);
+  ::close(pipe_[0]);
+  ::close(pipe_[1]);
 }
 
 void ShutdownSignal::Request(int signo) {

@@ -3,14 +3,18 @@
 
 // Clean shutdown on SIGTERM / SIGINT for every process.
 //
-// Usage in main(), before any thread is started:
-//   engram::ShutdownSignal shutdown;   // blocks SIGTERM/SIGINT in this and later threads
+// Usage in main(), early:
+//   engram::ShutdownSignal shutdown;   // SIGTERM/SIGINT now request shutdown
 //   ... start servers and workers ...
 //   int signo = shutdown.Wait();       // returns when a signal arrives (or Trigger())
 //   ... drain, checkpoint, exit 0 ...
 //
-// Signals are received synchronously with sigwait on a dedicated thread, so no work is
-// done in a signal handler. Thread-safe.
+// A handler for SIGTERM and SIGINT, whichever thread receives them, writes the signal
+// number to a pipe; a dedicated thread reads it and requests shutdown, so no work is done
+// in the handler. (Blocking the signals and sigwait-ing instead does not work in processes
+// whose libraries start threads before main, as OpenBLAS does: those threads would take
+// the default action and kill the process.) One ShutdownSignal at a time; the previous
+// handlers are restored on destruction. Thread-safe.
 
 #include <atomic>
 #include <csignal>
@@ -45,11 +49,12 @@ class ShutdownSignal {
  private:
   void Request(int signo) ABSL_LOCKS_EXCLUDED(mu_);
 
-  sigset_t set_;
+  int pipe_[2] = {-1, -1};
+  struct sigaction previous_term_ = {};
+  struct sigaction previous_int_ = {};
   std::atomic<bool> flag_{false};
   mutable absl::Mutex mu_;
   bool requested_ ABSL_GUARDED_BY(mu_) = false;
-  bool waiter_done_ ABSL_GUARDED_BY(mu_) = false;
   int signal_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread waiter_;
 };

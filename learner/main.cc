@@ -21,6 +21,7 @@
 #include "common/server.h"
 #include "common/signals.h"
 #include "learner/apex_learner.h"
+#include "learner/core/compute_threads.h"
 #include "learner/core/host_allocator.h"
 #include "learner/experiment_spec.h"
 #include "learner/parameter_service.h"
@@ -98,7 +99,7 @@ int Run(int argc, char** argv) {
   options.final_evaluation_timeout = absl::GetFlag(FLAGS_final_evaluation_timeout);
   options.channel.tls = TlsOptionsFromFlags();
 
-  torch::set_num_threads(threads);
+  SetComputeThreads(threads);
   TuneHostAllocatorForTraining();
 
   absl::StatusOr<std::optional<FoundCheckpoint>> restore = FindCheckpoint(*spec);

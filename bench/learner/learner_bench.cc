@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "bench/common/bench_report.h"
+#include "learner/core/compute_threads.h"
 #include "learner/core/dqn.h"
 #include "learner/core/host_allocator.h"
 #include "torch/cuda.h"
@@ -202,7 +203,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const bool malloc_tuned = options.tune_malloc && learner::TuneHostAllocatorForTraining();
-  torch::set_num_threads(options.threads);
+  engram::learner::SetComputeThreads(options.threads);
   torch::manual_seed(0);
 
   learner::DqnConfig config;
