@@ -103,7 +103,7 @@ TEST(ExperimentSpecTest, BreakoutApexExampleParsesToItsValues) {
   EXPECT_DOUBLE_EQ(apex.optimizer().learning_rate(), 0.00025);
   EXPECT_DOUBLE_EQ(apex.optimizer().decay(), 0.95);
   EXPECT_FALSE(apex.optimizer().has_beta1());
-  EXPECT_EQ(apex.batch_size(), 256);
+  EXPECT_EQ(apex.batch_size(), 64);
   EXPECT_EQ(apex.target_update_period(), 1000);
   EXPECT_DOUBLE_EQ(apex.importance_beta_start(), 0.4);
   EXPECT_DOUBLE_EQ(apex.importance_beta_end(), 1.0);
@@ -119,7 +119,7 @@ TEST(ExperimentSpecTest, BreakoutApexExampleParsesToItsValues) {
 
   EXPECT_EQ(spec.actors().num_actors(), 4);
   EXPECT_EQ(spec.actors().envs_per_actor(), 16);
-  EXPECT_EQ(spec.actors().weight_sync_steps(), 100);
+  EXPECT_EQ(spec.actors().weight_sync_steps(), 25);
 
   EXPECT_EQ(spec.replay().num_shards(), 2);
   ASSERT_EQ(spec.replay().tables_size(), 1);
@@ -130,8 +130,8 @@ TEST(ExperimentSpecTest, BreakoutApexExampleParsesToItsValues) {
   EXPECT_EQ(table.remover(), REMOVER_FIFO);
   EXPECT_EQ(table.max_size(), 250000);
   EXPECT_EQ(table.max_times_sampled(), 0);
-  EXPECT_DOUBLE_EQ(table.rate_limiter().samples_per_insert(), 4.0);
-  EXPECT_EQ(table.rate_limiter().min_size_to_sample(), 10000);
+  EXPECT_DOUBLE_EQ(table.rate_limiter().samples_per_insert(), 16.0);
+  EXPECT_EQ(table.rate_limiter().min_size_to_sample(), 5000);
   // The rate limiter cannot deadlock with the learner's batch size.
   EXPECT_GE(2 * table.rate_limiter().error_buffer(),
             table.rate_limiter().samples_per_insert() + apex.batch_size());
@@ -140,7 +140,7 @@ TEST(ExperimentSpecTest, BreakoutApexExampleParsesToItsValues) {
   EXPECT_THAT(table.signature().observation().shape(), ElementsAre(10, 10, 4));
   EXPECT_EQ(table.signature().num_actions(), 6);
 
-  EXPECT_EQ(spec.evaluation().every_frames(), 250000);
+  EXPECT_EQ(spec.evaluation().every_frames(), 100000);
   EXPECT_EQ(spec.evaluation().episodes(), 10);
   EXPECT_DOUBLE_EQ(spec.evaluation().epsilon(), 0.001);
   EXPECT_EQ(spec.budget().total_frames(), 5000000);
