@@ -58,7 +58,7 @@ int Run(int argc, char** argv) {
                    " --experiment=spec.textproto --actor_index=0 "
                    "--replay_addresses=127.0.0.1:7700,127.0.0.1:7701 "
                    "--learner_address=127.0.0.1:7800"),
-               .flag_files = {"actor/main.cc"}});
+               .flag_files = {"actor/main.cc", "common/server.cc", "common/metrics.cc"}});
   // First, before any thread exists: every thread must inherit the blocked SIGTERM/SIGINT
   // (one that does not would take the default action, killing the process mid-flush).
   ShutdownSignal shutdown;

@@ -77,8 +77,6 @@ std::vector<std::string> InitProcess(int argc, char** argv, const ProcessOptions
   // own copy of the file list.
   static std::vector<std::string>* files = new std::vector<std::string>();
   *files = options.flag_files;
-  files->push_back("common/server.cc");
-  files->push_back("common/metrics.cc");
   absl::FlagsUsageConfig usage;
   usage.contains_help_flags = [](absl::string_view file) {
     for (const std::string& suffix : *files) {

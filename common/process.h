@@ -24,8 +24,8 @@ struct ProcessOptions {
   std::string program;
   // First lines of --help (what the program does, an example invocation).
   std::string usage;
-  // Source files (path suffixes, e.g. "learner/main.cc") whose flags --help lists, besides
-  // the ones every process has (common/server.cc, common/metrics.cc).
+  // Source files (path suffixes, e.g. "learner/main.cc") whose flags --help lists; servers
+  // add "common/server.cc" (TLS) and "common/metrics.cc" (--metrics_port).
   std::vector<std::string> flag_files;
   // Whether positional arguments are accepted (returned by InitProcess); otherwise one is
   // a bad flag (exit 2).

@@ -65,7 +65,7 @@ int Run(int argc, char** argv) {
                    kProgram,
                    " --experiment=spec.textproto --replay_addresses=127.0.0.1:7700 "
                    "--address=0.0.0.0:7800 [--device=auto]"),
-               .flag_files = {"learner/main.cc"}});
+               .flag_files = {"learner/main.cc", "common/server.cc", "common/metrics.cc"}});
   // First, before any thread exists: every thread must inherit the blocked SIGTERM/SIGINT
   // (one that does not would take the default action, killing the process mid-flush).
   ShutdownSignal shutdown;

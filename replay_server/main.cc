@@ -188,7 +188,7 @@ int Run(int argc, char** argv) {
                    "--checkpoint_dir=/ckpt/replay-0\n"
                    "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, "
                    "--tls_ca."),
-               .flag_files = {"replay_server/main.cc"}});
+               .flag_files = {"replay_server/main.cc", "common/server.cc", "common/metrics.cc"}});
 
   const int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
   const int32_t max_insert_batch = absl::GetFlag(FLAGS_max_insert_batch);

@@ -38,7 +38,7 @@ namespace engram::launcher {
 namespace {
 
 constexpr char kUsage[] =
-    "engram: run and manage Engram experiments.\n"
+    "runs and manages Engram experiments.\n"
     "\n"
     "Commands:\n"
     "  engram local SPEC.textproto [flags]   run a whole cluster on this machine (replay\n"
