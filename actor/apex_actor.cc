@@ -271,7 +271,7 @@ class TrainingActor {
     // Complete transitions are flushed (incomplete n-step windows are dropped) and the
     // final frames reported. When the run is over the learner no longer samples, so a
     // rate-limited table may never take the rest: then the flush gets a few seconds only.
-    const bool run_over = c_.reporter->last_response().stop();
+    const bool run_over = c_.reporter->stop_requested();
     Log(absl::StrCat("actor ", options_.actor_index, ": stopping after ", frames_, " frames (",
                      run_over ? "the run is over" : "asked to stop", "); flushing ",
                      writer_->stats().unacked_items, " items"));
@@ -433,7 +433,7 @@ class TrainingActor {
 
   // Asked to stop (signal), or the learner says the run is over.
   bool Stopping(const std::atomic<bool>& stop) const {
-    return stop.load() || c_.reporter->last_response().stop();
+    return stop.load() || c_.reporter->stop_requested();
   }
 
   double RecentReturn() const {

@@ -164,6 +164,7 @@ void ProgressReporter::Run() {
       has_pending_ = false;
       acknowledged_ = request.sequence();
       response_ = std::move(response);
+      if (response_.stop()) stop_requested_.store(true, std::memory_order_relaxed);
       failed_attempts_ = 0;
       ++stats_.reports_acknowledged;
       next_report = absl::Now() + options_.interval;

@@ -12,6 +12,7 @@
 //   if (reporter->last_response().stop()) ...
 //   reporter->Flush(absl::Now() + absl::Seconds(10));   // before exiting
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -79,6 +80,9 @@ class ProgressReporter {
 
   // The learner's latest answer; default (all zero) before the first.
   v1::ActorReportResponse last_response() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether the learner's latest answer says the run is over. Lock-free: the actor polls
+  // it every step.
+  bool stop_requested() const { return stop_requested_.load(std::memory_order_relaxed); }
   // Whether at least one report was acknowledged.
   bool connected() const ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until the latest answer changes from `seen` (compared by value) or `timeout`
@@ -110,6 +114,7 @@ class ProgressReporter {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::BitGen rng_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> stop_requested_{false};
   std::thread thread_;
 };
 

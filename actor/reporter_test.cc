@@ -87,6 +87,7 @@ TEST(ProgressReporterTest, SeesStopAndEvaluationRequests) {
     seen = (*reporter)->WaitForResponseChange(seen, absl::Seconds(1));
   }
   ASSERT_EQ(seen.evaluation_index(), index);
+  EXPECT_FALSE((*reporter)->stop_requested());
   v1::EpisodeResult episode;
   episode.set_episode_return(7);
   episode.set_length(3);
@@ -101,6 +102,7 @@ TEST(ProgressReporterTest, SeesStopAndEvaluationRequests) {
     seen = (*reporter)->WaitForResponseChange(seen, absl::Seconds(1));
   }
   EXPECT_TRUE(seen.stop());
+  EXPECT_TRUE((*reporter)->stop_requested());
 }
 
 TEST(ProgressReporterTest, FlushTimesOutWhenTheLearnerIsAway) {

@@ -288,7 +288,6 @@ class ApexLearner::Impl {
       if (updates_total_ != nullptr) updates_total_->Increment();
       if (loss_gauge_ != nullptr) loss_gauge_->Set(result.loss);
       state_->SetUpdates(learner_->updates());
-      state_->RecordLoss(result.loss);
       last_loss_ = result.loss;
       RecordLag(*prepared);
       const float* p = result.new_priorities.data_ptr<float>();

@@ -152,11 +152,6 @@ void RunState::RecordReplay(int64_t inserts_total, int64_t size) {
   replay_size_ = size;
 }
 
-void RunState::RecordLoss(double loss) {
-  absl::MutexLock lock(&mu_);
-  last_loss_ = loss;
-}
-
 int64_t RunState::RequestEvaluation() {
   absl::MutexLock lock(&mu_);
   ++counters_.evaluations_requested;
@@ -226,7 +221,7 @@ RunCounters RunState::counters() const {
   return counters;
 }
 
-void RunState::SnapshotLocked(absl::Time now) {
+void RunState::SnapshotLocked(absl::Time now) const {
   if (!samples_.empty() && now - samples_.back().time < absl::Seconds(1)) return;
   samples_.push_back({now, counters_.frames, counters_.updates, sampled_total_, inserted_total_});
   while (samples_.size() > 2 && samples_[1].time <= now - kRateWindow) samples_.pop_front();
@@ -235,7 +230,7 @@ void RunState::SnapshotLocked(absl::Time now) {
 v1::ExperimentStatus RunState::Status() const {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
-  const_cast<RunState*>(this)->SnapshotLocked(now);
+  SnapshotLocked(now);
   v1::ExperimentStatus status;
   status.set_id(spec_.id());
   status.set_name(spec_.name());

@@ -57,7 +57,6 @@ class RunState {
   void RecordSampled(int64_t items, double mean_lag, int64_t max_lag) ABSL_LOCKS_EXCLUDED(mu_);
   // Replay totals over all shards (from ReplayService.Info).
   void RecordReplay(int64_t inserts_total, int64_t size) ABSL_LOCKS_EXCLUDED(mu_);
-  void RecordLoss(double loss) ABSL_LOCKS_EXCLUDED(mu_);
   // Asks evaluation actors for a new evaluation now; returns its index.
   int64_t RequestEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
   // Evaluations completed so far (reported by an evaluation actor).
@@ -94,7 +93,8 @@ class RunState {
     int64_t applied = 0;  // highest applied sequence
   };
 
-  void SnapshotLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends a rate sample (at most one per second) and drops those older than the window.
+  void SnapshotLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::ActorReportResponse ResponseLocked(const v1::ActorReportRequest& request) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -118,10 +118,9 @@ class RunState {
   int64_t sampled_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t inserted_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t replay_size_ ABSL_GUARDED_BY(mu_) = 0;
-  double last_loss_ ABSL_GUARDED_BY(mu_) = 0;
   // Policy lag per sampled batch over the last minute: (time, mean, max).
   std::deque<std::tuple<absl::Time, double, int64_t>> lags_ ABSL_GUARDED_BY(mu_);
-  std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);  // one per second at most, last ~60 s
+  mutable std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);  // one per second at most, last ~60 s
 };
 
 // ActorService over a RunState.
