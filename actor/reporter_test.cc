@@ -74,7 +74,7 @@ TEST(ProgressReporterTest, DeliversFramesAndEpisodesExactlyOnceDespiteLostAcks) 
 
 TEST(ProgressReporterTest, SeesStopAndEvaluationRequests) {
   learner::RunState state(Spec(), {});
-  learner::ActorServiceImpl service(&state);
+  LossyActorService service(&state, /*drop_acks=*/0);
   auto server = Server::Start({.address = "127.0.0.1:0"}, {&service});
   ASSERT_TRUE(server.ok()) << server.status();
   auto reporter =

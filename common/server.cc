@@ -7,12 +7,14 @@
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/server_builder.h"
+#include "grpcpp/support/server_interceptor.h"
 
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain this process presents (server, or client for mutual TLS). "
@@ -41,6 +43,45 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 }
 
 int ToMillis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
+
+// Counts every finished call by method and status code.
+class CallCounter final : public grpc::experimental::Interceptor {
+ public:
+  CallCounter(std::string method, prometheus::Family<prometheus::Counter>* family)
+      : method_(std::move(method)), family_(family) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::StatusCode code = methods->GetSendStatus().error_code();
+      // gRPC's codes are absl's, number for number.
+      family_
+          ->Add({{"method", method_},
+                 {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))}})
+          .Increment();
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string method_;
+  prometheus::Family<prometheus::Counter>* family_;
+};
+
+class CallCounterFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit CallCounterFactory(prometheus::Registry& registry)
+      : family_(&AddCounter(registry, "rpc_server_handled_total",
+                            "gRPC calls this process served, by method and status code.")) {}
+
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new CallCounter(info->method(), family_);
+  }
+
+ private:
+  prometheus::Family<prometheus::Counter>* family_;
+};
 
 }  // namespace
 
@@ -118,6 +159,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   // already in use; a taken port must be an error instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (options.registry != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(std::make_unique<CallCounterFactory>(*options.registry));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
 
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {

@@ -20,6 +20,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "prometheus/registry.h"
 
 namespace engram {
 
@@ -56,6 +57,9 @@ struct ServerOptions {
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
   TlsOptions tls;
+  // When set (not owned; must outlive the server), every finished call is counted in
+  // engram_rpc_server_handled_total{method="/pkg.Service/Method",code="OK"|"NOT_FOUND"|...}.
+  prometheus::Registry* registry = nullptr;
 };
 
 // A running gRPC server. Start() returns once it listens; destruction shuts it down.

@@ -291,24 +291,4 @@ std::optional<std::pair<int64_t, v1::ReturnSummary>> RunState::TakeNewEvaluation
   return std::make_pair(evaluations_completed_, counters_.eval_return);
 }
 
-grpc::Status ActorServiceImpl::Report(grpc::ServerContext*, const v1::ActorReportRequest* request,
-                                      v1::ActorReportResponse* response) {
-  absl::StatusOr<v1::ActorReportResponse> result = state_->ApplyReport(*request);
-  if (!result.ok()) return ToGrpc(result.status());
-  *response = *std::move(result);
-  return grpc::Status::OK;
-}
-
-grpc::Status ExperimentStatusService::Get(grpc::ServerContext*,
-                                          const v1::GetExperimentRequest* request,
-                                          v1::ExperimentStatus* response) {
-  v1::ExperimentStatus status = state_->Status();
-  if (request->id() != status.id()) {
-    return ToGrpc(absl::NotFoundError(absl::StrCat(
-        "id: this learner runs experiment \"", status.id(), "\", not \"", request->id(), "\"")));
-  }
-  *response = std::move(status);
-  return grpc::Status::OK;
-}
-
 }  // namespace engram::learner

@@ -4,7 +4,8 @@
 // The learner's view of one running experiment: counters the actors report (frames,
 // episodes, returns), the learner's own (updates, parameter version, policy lag), the
 // evaluation schedule, recent rates, and the lifecycle. It answers ActorService.Report and
-// ExperimentService.Get, and is what checkpoints save.
+// ExperimentService.Get for its experiment (through learner/experiment_manager.h), and is
+// what checkpoints save.
 //
 // Thread-safe: RPC threads, the training loop and the monitor read and write it
 // concurrently. Nothing here blocks beyond its mutex.
@@ -121,30 +122,6 @@ class RunState {
   // Policy lag per sampled batch over the last minute: (time, mean, max).
   std::deque<std::tuple<absl::Time, double, int64_t>> lags_ ABSL_GUARDED_BY(mu_);
   mutable std::deque<Sample> samples_ ABSL_GUARDED_BY(mu_);  // one per second at most, last ~60 s
-};
-
-// ActorService over a RunState.
-class ActorServiceImpl final : public v1::ActorService::Service {
- public:
-  explicit ActorServiceImpl(RunState* state) : state_(state) {}
-  grpc::Status Report(grpc::ServerContext* context, const v1::ActorReportRequest* request,
-                      v1::ActorReportResponse* response) override;
-
- private:
-  RunState* state_;
-};
-
-// ExperimentService's Get over the RunState of the experiment this learner runs (the
-// launcher and `engram status` read it). The other methods answer UNIMPLEMENTED in this
-// version: one experiment per learner process, given by --experiment.
-class ExperimentStatusService final : public v1::ExperimentService::Service {
- public:
-  explicit ExperimentStatusService(RunState* state) : state_(state) {}
-  grpc::Status Get(grpc::ServerContext* context, const v1::GetExperimentRequest* request,
-                   v1::ExperimentStatus* response) override;
-
- private:
-  RunState* state_;
 };
 
 }  // namespace engram::learner

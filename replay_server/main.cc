@@ -4,6 +4,8 @@
 // SIGTERM/SIGINT: health NOT_SERVING, tables closed (UNAVAILABLE), calls given 5 s to end,
 // a final checkpoint, exit 0. Bad flags or configs exit 2 with one line naming the flag;
 // other start-up failures exit 1.
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -39,6 +41,9 @@ ABSL_FLAG(std::string, address, "0.0.0.0:7700",
 ABSL_FLAG(int32_t, shard_index, 0,
           "This shard's index, >= 0 (0 when unsharded). Reported by Info and part of checkpoint "
           "directory names.");
+ABSL_FLAG(bool, shard_index_from_hostname, false,
+          "Take the shard index from this host's name, which must end in -<N> (a Kubernetes "
+          "StatefulSet pod: replay-0, replay-1, ...), instead of --shard_index.");
 ABSL_FLAG(std::string, experiment, "",
           "Path to an engram.v1.ExperimentSpec .textproto. Every table in its replay.tables is "
           "created at start (a restored table with an identical spec is kept; a different spec "
@@ -190,7 +195,17 @@ int Run(int argc, char** argv) {
                    "--tls_ca."),
                .flag_files = {"replay_server/main.cc", "common/server.cc", "common/metrics.cc"}});
 
-  const int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
+  int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
+  if (absl::GetFlag(FLAGS_shard_index_from_hostname)) {
+    char name[256] = {};
+    gethostname(name, sizeof(name) - 1);
+    const std::string host(name);
+    const size_t dash = host.rfind('-');
+    if (dash == std::string::npos || !absl::SimpleAtoi(host.substr(dash + 1), &shard_index)) {
+      Exit(2, absl::StrCat("--shard_index_from_hostname: host name \"", host,
+                           "\" does not end in -<shard index>"));
+    }
+  }
   const int32_t max_insert_batch = absl::GetFlag(FLAGS_max_insert_batch);
   const std::string checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
   const absl::Duration checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
@@ -247,6 +262,7 @@ int Run(int argc, char** argv) {
   ServerOptions server_options;
   server_options.address = address;
   server_options.tls = TlsOptionsFromFlags();
+  server_options.registry = &(*metrics)->registry();
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(server_options, {&service});
   if (!server.ok()) {
     const bool bad_flag = absl::IsInvalidArgument(server.status());

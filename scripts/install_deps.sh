@@ -15,8 +15,8 @@ packages=(
   libtorch-dev libopenblas0-pthread
   # metrics
   prometheus-cpp-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks; the cluster-definition tests (YAML, compose, a real Prometheus)
+  libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev docker-compose prometheus
 )
 
 SUDO=""

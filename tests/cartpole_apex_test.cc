@@ -72,15 +72,17 @@ TEST(CartPoleApexTest, LearnsWithinTwoMinutes) {
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << (*launcher)->ReadStderr();
 
-  const std::vector<Evaluation> evaluations = ReadEvaluations(run_dir / "evaluations.csv");
+  const std::vector<Evaluation> evaluations =
+      ReadEvaluations(run_dir / "cartpole-apex" / "evaluations.csv");
   ASSERT_FALSE(evaluations.empty()) << learner_log;
   // The final evaluation (with the last weights) must be far above random; so must the
   // best one (a single evaluation can catch a bad moment of the policy, not a trend).
   double best = 0;
   for (const Evaluation& e : evaluations) best = std::max(best, e.mean);
-  EXPECT_GT(best, 8 * kRandomPolicyReturn) << ReadFile(run_dir / "evaluations.csv");
+  EXPECT_GT(best, 8 * kRandomPolicyReturn)
+      << ReadFile(run_dir / "cartpole-apex" / "evaluations.csv");
   EXPECT_GT(evaluations.back().mean, 4 * kRandomPolicyReturn)
-      << ReadFile(run_dir / "evaluations.csv");
+      << ReadFile(run_dir / "cartpole-apex" / "evaluations.csv");
   // The counters are consistent: frames only grow across evaluations.
   for (size_t i = 1; i < evaluations.size(); ++i) {
     EXPECT_GE(evaluations[i].frames, evaluations[i - 1].frames);

@@ -129,8 +129,13 @@ int Main(int argc, char** argv) {
           run_dir.c_str());
       return 1;
     }
-    const std::vector<Row> progress = ReadCsv(run_dir / "progress.csv");
-    const std::vector<Row> evaluations = ReadCsv(run_dir / "evaluations.csv");
+    // The experiment's files are in <run_dir>/<experiment id>/.
+    fs::path experiment_dir = run_dir;
+    for (const fs::directory_entry& entry : fs::directory_iterator(run_dir)) {
+      if (fs::exists(entry.path() / "experiment.textproto")) experiment_dir = entry.path();
+    }
+    const std::vector<Row> progress = ReadCsv(experiment_dir / "progress.csv");
+    const std::vector<Row> evaluations = ReadCsv(experiment_dir / "evaluations.csv");
     if (progress.empty()) {
       std::fprintf(stderr, "%s: no progress.csv rows in %s\n", specs[i].c_str(), run_dir.c_str());
       return 1;

@@ -20,6 +20,7 @@
 #include "common/signals.h"
 #include "common/status_macros.h"
 #include "common/subprocess.h"
+#include "deploy/cli/format.h"
 #include "engram/v1/experiment.grpc.pb.h"
 #include "google/protobuf/text_format.h"
 #include "learner/experiment_spec.h"
@@ -28,31 +29,18 @@ namespace engram::launcher {
 namespace {
 
 namespace fs = std::filesystem;
+using cli::Clock;
+using cli::Compact;
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(120);
 
 struct Child {
   std::string name;  // "replay-0", "learner", "actor-3", "eval"
   std::string log;
+  int metrics_port = 0;  // 0: picked by the process
   std::unique_ptr<Subprocess> process;
   std::optional<int> exit_code;
 };
-
-// "1.23M", "45.6K", "789".
-std::string Compact(double value) {
-  if (value >= 1e6) return absl::StrFormat("%.2fM", value / 1e6);
-  if (value >= 1e4) return absl::StrFormat("%.1fK", value / 1e3);
-  return absl::StrFormat("%.0f", value);
-}
-
-std::string Clock(absl::Duration d) {
-  const int64_t s = absl::ToInt64Seconds(d);
-  return absl::StrFormat("%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60);
-}
-
-std::string ReturnText(const v1::ReturnSummary& r) {
-  return r.episodes() > 0 ? absl::StrFormat("%.2f", r.mean()) : std::string("-");
-}
 
 // The last `lines` lines of a file, indented.
 std::string Tail(const std::string& path, int lines) {
@@ -74,6 +62,8 @@ class LocalCluster {
 
   ~LocalCluster() { StopAll(); }
 
+  // The same topology as docker-compose.yml: replay shards, a learner in server mode, pool
+  // actors that the learner assigns; the experiment is then submitted over RPC.
   absl::StatusOr<LocalRunResult> Run() {
     const std::string spec_path = (fs::path(run_dir_) / "spec.textproto").string();
     ENGRAM_RETURN_IF_ERROR(WriteSpec(spec_path));
@@ -88,38 +78,95 @@ class LocalCluster {
     }
     const std::string replay_flag =
         absl::StrCat("--replay_addresses=", absl::StrJoin(replay_addresses, ","));
-    std::vector<std::string> learner_args = {absl::StrCat("--experiment=", spec_path),
-                                             "--address=127.0.0.1:0", replay_flag,
-                                             absl::StrCat("--output_dir=", run_dir_)};
+    std::vector<std::string> learner_args = {"--address=127.0.0.1:0", replay_flag,
+                                             absl::StrCat("--runs_dir=", run_dir_)};
     if (!options_.device.empty())
       learner_args.push_back(absl::StrCat("--device=", options_.device));
     ENGRAM_ASSIGN_OR_RETURN(learner_address_, StartServer("learner", "engram_learner", learner_args,
                                                           options_.learner_flags));
     const std::vector<std::string> actor_common = {
-        absl::StrCat("--experiment=", spec_path), replay_flag,
-        absl::StrCat("--learner_address=", learner_address_)};
+        replay_flag, absl::StrCat("--learner_address=", learner_address_)};
     for (int i = 0; i < spec_.actors().num_actors(); ++i) {
       std::vector<std::string> args = actor_common;
-      args.push_back(absl::StrCat("--actor_index=", i));
+      args.push_back(absl::StrCat("--name=actor-", i));
       ENGRAM_RETURN_IF_ERROR(
           StartProcess(absl::StrCat("actor-", i), "engram_actor", args, options_.actor_flags));
     }
     if (options_.evaluation) {
       std::vector<std::string> args = actor_common;
       args.push_back("--role=evaluation");
+      args.push_back("--name=eval");
       ENGRAM_RETURN_IF_ERROR(StartProcess("eval", "engram_actor", args, options_.actor_flags));
     }
+    ENGRAM_RETURN_IF_ERROR(WriteTargets());
+    ENGRAM_RETURN_IF_ERROR(SubmitSpec());
     std::printf(
         "cluster up: %d replay shard(s), learner at %s, %d actor(s) x %d env(s)%s; logs "
         "in %s/logs\n",
         shards, learner_address_.c_str(), spec_.actors().num_actors(),
         spec_.actors().envs_per_actor(), options_.evaluation ? " + 1 evaluation actor" : "",
         run_dir_.c_str());
+    std::printf("experiment %s: follow it with `engram status %s --watch --server=%s`\n",
+                spec_.id().c_str(), spec_.id().c_str(), learner_address_.c_str());
     std::fflush(stdout);
     return Monitor();
   }
 
  private:
+  // Submits the spec to the learner; a run directory that already holds this experiment
+  // (a resumed run) keeps it if it has not ended.
+  absl::Status SubmitSpec() {
+    ENGRAM_RETURN_IF_ERROR(Connect());
+    v1::SubmitExperimentRequest request;
+    *request.mutable_spec() = spec_;
+    v1::SubmitExperimentResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    const grpc::Status status = stub_->Submit(&context, request, &response);
+    if (status.ok()) return absl::OkStatus();
+    if (status.error_code() != grpc::StatusCode::ALREADY_EXISTS) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          absl::StrCat("submitting ", spec_.id(), ": ", status.error_message()));
+    }
+    std::optional<v1::ExperimentStatus> existing = PollStatus();
+    if (existing.has_value() && (existing->state() == v1::EXPERIMENT_STATE_QUEUED ||
+                                 existing->state() == v1::EXPERIMENT_STATE_RUNNING)) {
+      std::printf("resuming experiment %s from %s\n", spec_.id().c_str(), run_dir_.c_str());
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("run_dir: experiment ", spec_.id(), " already ended in ", run_dir_, " (state ",
+                     existing.has_value() ? cli::StateText(existing->state()) : "unknown",
+                     "); use another --run_dir"));
+  }
+
+  absl::Status Connect() {
+    if (stub_ != nullptr) return absl::OkStatus();
+    ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                            CreateChannel(learner_address_, ChannelOptions()));
+    stub_ = v1::ExperimentService::NewStub(channel);
+    return absl::OkStatus();
+  }
+
+  // Prometheus file_sd targets of every process that has a known /metrics port.
+  absl::Status WriteTargets() {
+    if (options_.metrics_port_base <= 0) return absl::OkStatus();
+    std::vector<std::string> groups;
+    for (const Child& child : children_) {
+      const std::string component = absl::StartsWith(child.name, "replay") ? "replay"
+                                    : child.name == "learner"              ? "learner"
+                                                                           : "actor";
+      groups.push_back(absl::StrFormat(
+          R"(  {"targets": ["127.0.0.1:%d"], "labels": {"component": "%s", "process": "%s"}})",
+          child.metrics_port, component, child.name));
+    }
+    const std::string path = (fs::path(run_dir_) / "prometheus_targets.json").string();
+    std::ofstream out(path, std::ios::trunc);
+    out << "[\n" << absl::StrJoin(groups, ",\n") << "\n]\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", path));
+    return absl::OkStatus();
+  }
+
   absl::Status WriteSpec(const std::string& path) {
     std::string text;
     google::protobuf::TextFormat::PrintToString(spec_, &text);
@@ -149,8 +196,13 @@ class LocalCluster {
     Child child;
     child.name = name;
     child.log = (fs::path(run_dir_) / "logs" / (name + ".log")).string();
-    ENGRAM_ASSIGN_OR_RETURN(child.process, Subprocess::Start(Argv(binary, args, extra), child.log,
-                                                             /*own_process_group=*/true));
+    std::vector<std::string> argv = Argv(binary, args, extra);
+    if (options_.metrics_port_base > 0) {
+      child.metrics_port = options_.metrics_port_base + static_cast<int>(children_.size());
+      argv.push_back(absl::StrCat("--metrics_port=", child.metrics_port));
+    }
+    ENGRAM_ASSIGN_OR_RETURN(child.process,
+                            Subprocess::Start(argv, child.log, /*own_process_group=*/true));
     children_.push_back(std::move(child));
     return absl::OkStatus();
   }
@@ -187,12 +239,7 @@ class LocalCluster {
   }
 
   std::optional<v1::ExperimentStatus> PollStatus() {
-    if (stub_ == nullptr) {
-      absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-          CreateChannel(learner_address_, ChannelOptions());
-      if (!channel.ok()) return std::nullopt;
-      stub_ = v1::ExperimentService::NewStub(*channel);
-    }
+    if (!Connect().ok()) return std::nullopt;
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
     v1::GetExperimentRequest request;
@@ -203,20 +250,14 @@ class LocalCluster {
   }
 
   void PrintProgress(const v1::ExperimentStatus& s) {
-    std::printf(
-        "[%s] frames %s (%s/s) | updates %s (%.1f/s) | lag %.1f | return: train %s, "
-        "eval %s | weights v%lld\n",
-        Clock(absl::Now() - start_).c_str(), Compact(s.frames()).c_str(),
-        Compact(s.throughput().frames_per_second()).c_str(), Compact(s.learner_updates()).c_str(),
-        s.throughput().learner_updates_per_second(), s.policy_lag().mean_versions(),
-        ReturnText(s.train_return()).c_str(), ReturnText(s.eval_return()).c_str(),
-        static_cast<long long>(s.parameter_version()));
+    std::printf("%s\n", cli::ProgressLine(s).c_str());
     std::fflush(stdout);
   }
 
   absl::StatusOr<LocalRunResult> Monitor() {
     LocalRunResult result;
     result.run_dir = run_dir_;
+    result.experiment_dir = experiment_dir();
     absl::Time next_print = absl::Now() + options_.progress_interval;
     while (true) {
       if (shutdown_->WaitFor(absl::Seconds(1))) {
@@ -232,7 +273,11 @@ class LocalCluster {
           break;
         }
         if (status->state() == v1::EXPERIMENT_STATE_FAILED) {
-          result.error = absl::StrCat("the learner failed: ", status->error_message());
+          result.error = absl::StrCat("the experiment failed: ", status->error_message());
+          break;
+        }
+        if (status->state() == v1::EXPERIMENT_STATE_CANCELLED) {
+          result.error = "the experiment was cancelled (engram cancel)";
           break;
         }
         if (absl::Now() >= next_print) {
@@ -250,12 +295,6 @@ class LocalCluster {
         break;
       }
       if (died) break;
-    }
-    if (result.succeeded) {
-      // The learner tells every actor the run is over; give them a moment to flush.
-      WaitForExit(
-          [](const Child& c) { return c.name != "learner" && !absl::StartsWith(c.name, "replay"); },
-          absl::Seconds(20));
     }
     StopAll();
     if (!result.error.empty()) std::printf("error: %s\n", result.error.c_str());
@@ -327,8 +366,8 @@ class LocalCluster {
                                       s.policy_lag().max_versions()));
     row("weights", absl::StrCat("v", s.parameter_version()));
     if (!s.last_checkpoint().empty()) row("checkpoint", s.last_checkpoint());
-    row("learning curve", (fs::path(run_dir_) / "progress.csv").string());
-    row("evaluations", (fs::path(run_dir_) / "evaluations.csv").string());
+    row("learning curve", (fs::path(experiment_dir()) / "progress.csv").string());
+    row("evaluations", (fs::path(experiment_dir()) / "evaluations.csv").string());
     row("logs", (fs::path(run_dir_) / "logs").string() + "/");
     std::string codes;
     for (const Child& child : children_) {
@@ -338,6 +377,8 @@ class LocalCluster {
     row("exit codes", codes);
     std::fflush(stdout);
   }
+
+  std::string experiment_dir() const { return (fs::path(run_dir_) / spec_.id()).string(); }
 
   const LocalRunOptions options_;
   const v1::ExperimentSpec spec_;
@@ -377,9 +418,9 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, Shutdown
           ? absl::StrCat("runs/", spec.id(), "/",
                          absl::FormatTime("%Y%m%d-%H%M%S", absl::Now(), absl::LocalTimeZone()))
           : options.run_dir;
-  if (!spec.checkpoint().directory().empty()) {
-    spec.mutable_checkpoint()->set_directory((fs::path(run_dir) / "checkpoints").string());
-  }
+  // Relative: the learner keeps it in the experiment's directory, <run_dir>/<id>/checkpoints.
+  if (!spec.checkpoint().directory().empty())
+    spec.mutable_checkpoint()->set_directory("checkpoints");
   std::error_code error;
   fs::create_directories(fs::path(run_dir) / "logs", error);
   if (error) {

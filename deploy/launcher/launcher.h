@@ -3,14 +3,16 @@
 
 // The local launcher: a whole Engram cluster on one machine from one ExperimentSpec.
 //
-// Starts, as child processes on loopback, replay.num_shards replay shards, the learner,
-// actors.num_actors training actors and one evaluation actor, each with its own log file
-// under <run_dir>/logs. While the run goes it prints a progress line (frames/s, updates/s,
-// policy lag, recent returns) from the learner's ExperimentService.Get. It ends when the
-// learner finishes the run (budget spent), when asked to stop (Ctrl-C / SIGTERM), or when a
-// process dies (its log's last lines are shown); children are stopped in order (actors,
-// learner, shards) so that actors flush and the learner checkpoints. A summary table
-// closes the run.
+// Starts, as child processes on loopback, the topology of docker-compose.yml: replay.num_shards
+// replay shards, a learner in server mode (--runs_dir=<run_dir>), actors.num_actors pool
+// actors and one evaluation actor, each with its own log file under <run_dir>/logs; then
+// submits the spec to the learner's ExperimentService, and the learner assigns the actors.
+// While the run goes it prints a progress line (frames/s, updates/s, policy lag, recent
+// returns) from ExperimentService.Get; `engram status ID --watch --server=...` works too.
+// It ends when the experiment ends (budget spent, or `engram cancel`), when asked to stop
+// (Ctrl-C / SIGTERM), or when a process dies (its log's last lines are shown); children
+// are stopped in order (actors, learner, shards) so that actors flush and the learner
+// checkpoints. A summary table closes the run.
 
 #include <string>
 
@@ -25,9 +27,10 @@ struct LocalRunOptions {
   std::string spec_path;
   // Directory of the engram_replay_server, engram_learner and engram_actor binaries.
   std::string bin_dir;
-  // Run directory: the resolved spec, logs/, progress.csv, evaluations.csv and (when the
-  // spec enables checkpoints) checkpoints/. Empty means runs/<experiment id>/<local time>,
-  // a fresh run; an existing directory with checkpoints resumes from the newest.
+  // Run directory: the resolved spec, logs/, and the experiment's directory <id>/ with
+  // progress.csv, evaluations.csv, experiment.textproto and (when the spec enables
+  // checkpoints) checkpoints/. Empty means runs/<experiment id>/<local time>, a fresh run;
+  // an existing directory whose experiment has not ended resumes it from its checkpoint.
   std::string run_dir;
   // Budget overrides (0: keep the spec's): wall time, training frames.
   absl::Duration max_wall_time = absl::ZeroDuration();
@@ -41,6 +44,9 @@ struct LocalRunOptions {
   // Extra flags for every learner / actor invocation (e.g. --log_interval=5s).
   std::string learner_flags;
   std::string actor_flags;
+  // > 0: processes get /metrics ports base, base+1, ... and <run_dir>/prometheus_targets.json
+  // lists them (Prometheus file_sd format, labels component and process).
+  int metrics_port_base = 0;
 };
 
 // What the run ended with.
@@ -49,6 +55,7 @@ struct LocalRunResult {
   bool interrupted = false;  // stopped by a signal
   std::string error;         // when a process failed
   std::string run_dir;
+  std::string experiment_dir;  // <run_dir>/<id>: CSV files, status, checkpoints
 };
 
 // Runs the cluster until it ends (see above); `shutdown` (created first thing in main, so
