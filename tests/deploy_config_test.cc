@@ -40,6 +40,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "tests/run_command.h"
 #include "yaml-cpp/yaml.h"
 
 namespace engram {
@@ -57,65 +58,7 @@ const std::vector<std::string> kComposeEngramServices = {"replay-0", "replay-1",
                                                          "evaluator"};
 constexpr char kMetricsPort[] = "9100";
 
-// ---- running a command -----------------------------------------------------------------
-
-struct CommandResult {
-  int exit_code = -1;  // 128 + N when killed by signal N; -1 when it could not start
-  std::string output;  // stdout and stderr together
-};
-
-// Runs argv (argv[0] searched on PATH when it has no slash) with stdin from /dev/null and
-// stdout and stderr on one pipe; kills it after `timeout`.
-CommandResult RunCommand(const std::vector<std::string>& argv,
-                         absl::Duration timeout = absl::Seconds(30)) {
-  CommandResult result;
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    result.output = absl::StrCat("pipe: ", std::strerror(errno));
-    return result;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDERR_FILENO);
-  std::vector<char*> args;
-  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = 0;
-  const int error = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (error != 0) {
-    close(fds[0]);
-    result.output = absl::StrCat("cannot start ", argv[0], ": ", std::strerror(error));
-    return result;
-  }
-  const absl::Time give_up = absl::Now() + timeout;
-  char buffer[4096];
-  while (true) {
-    const int64_t wait_ms = absl::ToInt64Milliseconds(give_up - absl::Now());
-    pollfd poll_fd = {fds[0], POLLIN, 0};
-    const int ready = wait_ms > 0 ? poll(&poll_fd, 1, static_cast<int>(wait_ms)) : 0;
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) {
-      kill(pid, SIGKILL);
-      absl::StrAppend(&result.output, "\n[killed: still running after ",
-                      absl::FormatDuration(timeout), "]");
-      break;
-    }
-    const ssize_t n = read(fds[0], buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    result.output.append(buffer, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
+// ---- helpers ---------------------------------------------------------------------------
 
 // The full path of `name` on PATH, or "" when it is not there.
 std::string FindOnPath(const std::string& name) {

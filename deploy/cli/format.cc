@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace engram::cli {
@@ -51,7 +51,8 @@ std::string ProgressLine(const v1::ExperimentStatus& s) {
   return absl::StrFormat(
       "[%s] %s%s | frames %s (%s/s) | updates %s (%.1f/s) | lag %.1f | return: train %s, "
       "eval %s | weights v%d",
-      Clock(Running(s)), StateText(s.state()), s.cancel_requested() ? " (cancelling)" : "",
+      Clock(Running(s)), StateText(s.state()),
+      s.cancel_requested() && s.state() == v1::EXPERIMENT_STATE_RUNNING ? " (cancelling)" : "",
       Compact(s.frames()), Compact(s.throughput().frames_per_second()),
       Compact(s.learner_updates()), s.throughput().learner_updates_per_second(),
       s.policy_lag().mean_versions(), ReturnText(s.train_return()), ReturnText(s.eval_return()),

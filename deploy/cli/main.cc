@@ -44,8 +44,9 @@ ABSL_FLAG(int64_t, max_frames, 0,
           "local: stop after this many training frames, overriding budget.total_frames; 0 keeps "
           "the spec's.");
 ABSL_FLAG(std::string, run_dir, "",
-          "local: directory for the run's spec, logs, CSV and checkpoints; default "
-          "runs/<experiment id>/<local time>. A directory with checkpoints resumes from them.");
+          "local: directory for the run's spec, logs and the experiment's directory <id>/ (CSV, "
+          "checkpoints); default runs/<experiment id>/<local time>, or runs/cluster in serve "
+          "mode. A directory whose experiment has not ended resumes it.");
 ABSL_FLAG(std::string, device, "",
           "local: learner device (auto, cpu, cuda, cuda:N), overriding the spec's "
           "learner_device.");
@@ -58,6 +59,8 @@ ABSL_FLAG(std::string, bin_dir, "",
 ABSL_FLAG(std::string, learner_flags, "",
           "local: extra flags for the learner, space-separated (e.g. \"--log_interval=5s\").");
 ABSL_FLAG(std::string, actor_flags, "", "local: extra flags for every actor, space-separated.");
+ABSL_FLAG(int32_t, shards, 2, "local without a spec (serve mode): replay shards, >= 1.");
+ABSL_FLAG(int32_t, actors, 2, "local without a spec (serve mode): training actors, >= 0.");
 ABSL_FLAG(int32_t, metrics_port_base, 0,
           "local: give the cluster's processes /metrics ports from this one up (replay shards, "
           "learner, actors in order) and write <run_dir>/prometheus_targets.json for "
@@ -73,6 +76,9 @@ constexpr char kUsage[] =
     "  engram local SPEC.textproto [flags]   run a whole cluster here (replay shards, learner,\n"
     "                                        actors) until the spec's budget is spent or\n"
     "                                        Ctrl-C; prints progress and a summary.\n"
+    "  engram local [--shards=2 --actors=2]  run the cluster here with no experiment and serve\n"
+    "                                        `engram submit` until Ctrl-C (the topology of\n"
+    "                                        docker-compose.yml).\n"
     "Against a running cluster (--server=HOST:PORT of the learner, or $ENGRAM_SERVER):\n"
     "  engram submit SPEC.textproto [--id=ID] [--watch] [--validate_only]\n"
     "  engram list [--state=running,queued]\n"
@@ -165,9 +171,11 @@ int Main(int argc, char** argv) {
   if (args.empty())
     Exit(2, "missing command (see --help): local, submit, list, status, cancel, results, health");
   if (args[0] != "local") return Client(args);
-  if (args.size() != 2) Exit(2, "usage: engram local SPEC.textproto [flags]");
+  if (args.size() > 2) Exit(2, "usage: engram local [SPEC.textproto] [flags]");
   LocalRunOptions options;
-  options.spec_path = args[1];
+  if (args.size() == 2) options.spec_path = args[1];
+  options.shards = absl::GetFlag(FLAGS_shards);
+  options.actors = absl::GetFlag(FLAGS_actors);
   options.max_wall_time = absl::GetFlag(FLAGS_max_wall_time);
   if (options.max_wall_time < absl::ZeroDuration()) Exit(2, "--max_wall_time: must be >= 0");
   options.max_frames = absl::GetFlag(FLAGS_max_frames);

@@ -65,9 +65,10 @@ class LocalCluster {
   // The same topology as docker-compose.yml: replay shards, a learner in server mode, pool
   // actors that the learner assigns; the experiment is then submitted over RPC.
   absl::StatusOr<LocalRunResult> Run() {
-    const std::string spec_path = (fs::path(run_dir_) / "spec.textproto").string();
-    ENGRAM_RETURN_IF_ERROR(WriteSpec(spec_path));
-    const int shards = spec_.replay().num_shards();
+    const bool serve = options_.spec_path.empty();
+    if (!serve) ENGRAM_RETURN_IF_ERROR(WriteSpec((fs::path(run_dir_) / "spec.textproto").string()));
+    const int shards = serve ? options_.shards : spec_.replay().num_shards();
+    const int actors = serve ? options_.actors : spec_.actors().num_actors();
     std::vector<std::string> replay_addresses;
     for (int i = 0; i < shards; ++i) {
       ENGRAM_ASSIGN_OR_RETURN(
@@ -86,7 +87,7 @@ class LocalCluster {
                                                           options_.learner_flags));
     const std::vector<std::string> actor_common = {
         replay_flag, absl::StrCat("--learner_address=", learner_address_)};
-    for (int i = 0; i < spec_.actors().num_actors(); ++i) {
+    for (int i = 0; i < actors; ++i) {
       std::vector<std::string> args = actor_common;
       args.push_back(absl::StrCat("--name=actor-", i));
       ENGRAM_RETURN_IF_ERROR(
@@ -99,13 +100,23 @@ class LocalCluster {
       ENGRAM_RETURN_IF_ERROR(StartProcess("eval", "engram_actor", args, options_.actor_flags));
     }
     ENGRAM_RETURN_IF_ERROR(WriteTargets());
+    if (serve) {
+      std::printf(
+          "cluster up: %d replay shard(s), learner at %s, %d actor(s)%s; logs in %s/logs\n"
+          "submit experiments with `engram submit SPEC.textproto --server=%s`; Ctrl-C stops "
+          "the cluster\n",
+          shards, learner_address_.c_str(), actors,
+          options_.evaluation ? " + 1 evaluation actor" : "", run_dir_.c_str(),
+          learner_address_.c_str());
+      std::fflush(stdout);
+      return Serve();
+    }
     ENGRAM_RETURN_IF_ERROR(SubmitSpec());
     std::printf(
         "cluster up: %d replay shard(s), learner at %s, %d actor(s) x %d env(s)%s; logs "
         "in %s/logs\n",
-        shards, learner_address_.c_str(), spec_.actors().num_actors(),
-        spec_.actors().envs_per_actor(), options_.evaluation ? " + 1 evaluation actor" : "",
-        run_dir_.c_str());
+        shards, learner_address_.c_str(), actors, spec_.actors().envs_per_actor(),
+        options_.evaluation ? " + 1 evaluation actor" : "", run_dir_.c_str());
     std::printf("experiment %s: follow it with `engram status %s --watch --server=%s`\n",
                 spec_.id().c_str(), spec_.id().c_str(), learner_address_.c_str());
     std::fflush(stdout);
@@ -254,6 +265,35 @@ class LocalCluster {
     std::fflush(stdout);
   }
 
+  // Serve mode: runs until Ctrl-C / SIGTERM or a process dies.
+  absl::StatusOr<LocalRunResult> Serve() {
+    LocalRunResult result;
+    result.run_dir = run_dir_;
+    while (!shutdown_->WaitFor(absl::Seconds(1))) {
+      Reap();
+      if (std::optional<std::string> died = Died()) {
+        result.error = *died;
+        break;
+      }
+    }
+    result.interrupted = result.error.empty();
+    if (result.interrupted) std::printf("stopping the cluster (actors, learner, replay)\n");
+    StopAll();
+    if (!result.error.empty()) std::printf("error: %s\n", result.error.c_str());
+    std::fflush(stdout);
+    return result;
+  }
+
+  // Why the first child that exited did, if one did.
+  std::optional<std::string> Died() const {
+    for (const Child& child : children_) {
+      if (!child.exit_code.has_value()) continue;
+      return absl::StrCat(child.name, " exited with code ", *child.exit_code, "; the end of ",
+                          child.log, ":\n", Tail(child.log, 15));
+    }
+    return std::nullopt;
+  }
+
   absl::StatusOr<LocalRunResult> Monitor() {
     LocalRunResult result;
     result.run_dir = run_dir_;
@@ -286,15 +326,10 @@ class LocalCluster {
         }
       }
       Reap();
-      bool died = false;
-      for (const Child& child : children_) {
-        if (!child.exit_code.has_value()) continue;
-        result.error = absl::StrCat(child.name, " exited with code ", *child.exit_code,
-                                    "; the end of ", child.log, ":\n", Tail(child.log, 15));
-        died = true;
+      if (std::optional<std::string> died = Died()) {
+        result.error = *died;
         break;
       }
-      if (died) break;
     }
     StopAll();
     if (!result.error.empty()) std::printf("error: %s\n", result.error.c_str());
@@ -394,6 +429,25 @@ class LocalCluster {
 }  // namespace
 
 absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, ShutdownSignal* shutdown) {
+  for (const char* binary : {"engram_replay_server", "engram_learner", "engram_actor"}) {
+    if (!fs::exists(fs::path(options.bin_dir) / binary)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bin_dir: no ", binary, " in \"", options.bin_dir, "\" (build the project first)"));
+    }
+  }
+  if (options.spec_path.empty()) {  // serve mode
+    if (options.shards < 1) return absl::InvalidArgumentError("shards: must be >= 1");
+    if (options.actors < 0) return absl::InvalidArgumentError("actors: must be >= 0");
+    const std::string run_dir = options.run_dir.empty() ? "runs/cluster" : options.run_dir;
+    std::error_code error;
+    fs::create_directories(fs::path(run_dir) / "logs", error);
+    if (error) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("run_dir: cannot create \"", run_dir, "\": ", error.message()));
+    }
+    LocalCluster cluster(options, v1::ExperimentSpec(), run_dir, shutdown);
+    return cluster.Run();
+  }
   ENGRAM_ASSIGN_OR_RETURN(v1::ExperimentSpec spec, learner::ReadExperimentSpec(options.spec_path));
   if (!spec.has_apex_dqn()) {
     return absl::InvalidArgumentError(
@@ -405,12 +459,6 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, Shutdown
     spec.mutable_budget()->mutable_max_wall_time()->set_nanos(0);
   }
   if (options.max_frames > 0) spec.mutable_budget()->set_total_frames(options.max_frames);
-  for (const char* binary : {"engram_replay_server", "engram_learner", "engram_actor"}) {
-    if (!fs::exists(fs::path(options.bin_dir) / binary)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "bin_dir: no ", binary, " in \"", options.bin_dir, "\" (build the project first)"));
-    }
-  }
   // A fresh directory per run, so that a second run of the same spec starts fresh; an
   // explicit --run_dir that holds checkpoints resumes from them.
   const std::string run_dir =

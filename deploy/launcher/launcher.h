@@ -23,8 +23,13 @@
 namespace engram::launcher {
 
 struct LocalRunOptions {
-  // The experiment spec file (.textproto). Required.
+  // The experiment spec file (.textproto). Empty: serve mode, the cluster runs (with
+  // `shards` replay shards and `actors` pool actors) until Ctrl-C / SIGTERM and takes
+  // experiments from `engram submit`; its run directory defaults to runs/cluster, where the
+  // learner keeps every experiment (restarting on it takes up unfinished ones).
   std::string spec_path;
+  int shards = 2;
+  int actors = 2;
   // Directory of the engram_replay_server, engram_learner and engram_actor binaries.
   std::string bin_dir;
   // Run directory: the resolved spec, logs/, and the experiment's directory <id>/ with
