@@ -65,8 +65,10 @@ std::string StatusText(const v1::ExperimentStatus& s) {
   auto row = [&out](const char* name, const std::string& value) {
     absl::StrAppendFormat(&out, "  %-16s %s\n", name, value);
   };
-  row("state",
-      absl::StrCat(StateText(s.state()), s.cancel_requested() ? " (cancel requested)" : ""));
+  row("state", absl::StrCat(StateText(s.state()),
+                            s.cancel_requested() && s.state() == v1::EXPERIMENT_STATE_RUNNING
+                                ? " (cancel requested)"
+                                : ""));
   if (s.spec().has_environment()) row("environment", s.spec().environment().name());
   if (s.has_create_time()) row("submitted", TimeUtil::ToString(s.create_time()));
   if (s.has_start_time()) row("running for", Clock(Running(s)));
