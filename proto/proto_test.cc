@@ -293,6 +293,9 @@ TEST(ServiceTest, ExperimentService) {
           {"Cancel", "engram.v1.CancelExperimentRequest", "engram.v1.ExperimentStatus", false,
            false},
           {"Watch", "engram.v1.WatchExperimentRequest", "engram.v1.ExperimentStatus", false, true},
+          {"ListResults", "engram.v1.ListResultsRequest", "engram.v1.ListResultsResponse", false,
+           false},
+          {"ReadResult", "engram.v1.ReadResultRequest", "engram.v1.ResultChunk", false, true},
       });
 }
 

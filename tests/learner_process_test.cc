@@ -131,8 +131,11 @@ TEST_F(LearnerProcessTest, CheckpointsOnSigtermAndResumes) {
   learner = Start("engram_learner", learner_args);
   learner_address = Listen(*learner);
   ASSERT_FALSE(learner_address.empty());
-  EXPECT_THAT(learner->ReadStderr(), HasSubstr("resumed from"));
-  const v1::ExperimentStatus resumed = Status(learner_address);
+  // Counters come back with the run (it is RUNNING once restored).
+  const v1::ExperimentStatus resumed = WaitFor(learner_address, [](const v1::ExperimentStatus& s) {
+    return s.state() == v1::EXPERIMENT_STATE_RUNNING;
+  });
+  EXPECT_THAT(learner->ReadStderr(), HasSubstr("resumes from"));
   EXPECT_GE(resumed.frames(), before.frames());
   EXPECT_GE(resumed.learner_updates(), before.learner_updates());
   EXPECT_GE(resumed.parameter_version(), before.parameter_version());
@@ -160,7 +163,9 @@ TEST_F(LearnerProcessTest, BadFlagsExitTwoNamingTheFlag) {
   absl::StatusOr<int> code = learner->Wait(absl::Seconds(30));
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 2);
-  EXPECT_THAT(learner->ReadStderr(), HasSubstr("--replay_addresses: the experiment has 1"));
+  EXPECT_THAT(learner->ReadStderr(),
+              HasSubstr("replay.num_shards: this learner's cluster has 2 replay shard(s), the "
+                        "spec asks for 1"));
 
   std::unique_ptr<Subprocess> actor =
       Start("engram_actor", {absl::StrCat("--experiment=", spec_), "--role=bystander"});
