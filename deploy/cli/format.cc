@@ -59,6 +59,30 @@ std::string ProgressLine(const v1::ExperimentStatus& s) {
       s.parameter_version());
 }
 
+std::vector<std::pair<std::string, std::string>> LearningRows(const v1::ExperimentStatus& s) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  rows.emplace_back("episodes", absl::StrCat(s.episodes()));
+  rows.emplace_back("train return",
+                    s.train_return().episodes() > 0
+                        ? absl::StrFormat("%.2f (min %.2f, max %.2f; last %d episodes)",
+                                          s.train_return().mean(), s.train_return().min(),
+                                          s.train_return().max(), s.train_return().episodes())
+                        : "-");
+  rows.emplace_back(
+      "eval return",
+      s.eval_return().episodes() > 0
+          ? absl::StrFormat("%.2f (min %.2f, max %.2f; %d episodes at %d frames)",
+                            s.eval_return().mean(), s.eval_return().min(), s.eval_return().max(),
+                            s.eval_return().episodes(), s.eval_return().at_frames())
+          : "-");
+  rows.emplace_back("policy lag",
+                    absl::StrFormat("%.2f versions (max %d)", s.policy_lag().mean_versions(),
+                                    s.policy_lag().max_versions()));
+  rows.emplace_back("weights", absl::StrCat("v", s.parameter_version()));
+  if (!s.last_checkpoint().empty()) rows.emplace_back("checkpoint", s.last_checkpoint());
+  return rows;
+}
+
 std::string StatusText(const v1::ExperimentStatus& s) {
   std::string out = absl::StrFormat("experiment %s%s\n", s.id(),
                                     s.name().empty() ? "" : absl::StrCat(" (", s.name(), ")"));
@@ -79,22 +103,7 @@ std::string StatusText(const v1::ExperimentStatus& s) {
   row("replay items/s", absl::StrFormat("%s inserted, %s sampled",
                                         Compact(s.throughput().inserted_items_per_second()),
                                         Compact(s.throughput().sampled_items_per_second())));
-  row("episodes", absl::StrCat(s.episodes()));
-  row("train return", s.train_return().episodes() > 0
-                          ? absl::StrFormat("%.2f (min %.2f, max %.2f; last %d episodes)",
-                                            s.train_return().mean(), s.train_return().min(),
-                                            s.train_return().max(), s.train_return().episodes())
-                          : "-");
-  row("eval return",
-      s.eval_return().episodes() > 0
-          ? absl::StrFormat("%.2f (min %.2f, max %.2f; %d episodes at %d frames)",
-                            s.eval_return().mean(), s.eval_return().min(), s.eval_return().max(),
-                            s.eval_return().episodes(), s.eval_return().at_frames())
-          : "-");
-  row("policy lag", absl::StrFormat("%.2f versions (max %d)", s.policy_lag().mean_versions(),
-                                    s.policy_lag().max_versions()));
-  row("weights", absl::StrCat("v", s.parameter_version()));
-  if (!s.last_checkpoint().empty()) row("checkpoint", s.last_checkpoint());
+  for (const auto& [name, value] : LearningRows(s)) row(name.c_str(), value);
   if (!s.error_message().empty()) row("error", s.error_message());
   return out;
 }

@@ -4,6 +4,8 @@
 // How the `engram` tool prints numbers, durations and experiment statuses.
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "engram/v1/experiment.pb.h"
@@ -20,6 +22,9 @@ std::string ReturnText(const v1::ReturnSummary& r);
 std::string StateText(v1::ExperimentState state);
 // One line of progress: state, time running, frames, rates, returns, lag, weights.
 std::string ProgressLine(const v1::ExperimentStatus& s);
+// Name and value of the rows about learning: episodes, train and eval return, policy lag,
+// weights, checkpoint (when there is one).
+std::vector<std::pair<std::string, std::string>> LearningRows(const v1::ExperimentStatus& s);
 // Several lines: everything `engram status` shows.
 std::string StatusText(const v1::ExperimentStatus& s);
 

@@ -386,21 +386,7 @@ class LocalCluster {
     row("learner updates",
         absl::StrFormat("%d (%.1f/s, batch %d)", s.learner_updates(), s.learner_updates() / seconds,
                         spec_.apex_dqn().batch_size()));
-    row("episodes", absl::StrCat(s.episodes()));
-    row("train return", s.train_return().episodes() > 0
-                            ? absl::StrFormat("%.2f (last %d episodes)", s.train_return().mean(),
-                                              s.train_return().episodes())
-                            : "-");
-    row("eval return",
-        s.eval_return().episodes() > 0
-            ? absl::StrFormat("%.2f (min %.2f, max %.2f; %d episodes at %d frames)",
-                              s.eval_return().mean(), s.eval_return().min(), s.eval_return().max(),
-                              s.eval_return().episodes(), s.eval_return().at_frames())
-            : "-");
-    row("policy lag", absl::StrFormat("%.2f versions (max %d)", s.policy_lag().mean_versions(),
-                                      s.policy_lag().max_versions()));
-    row("weights", absl::StrCat("v", s.parameter_version()));
-    if (!s.last_checkpoint().empty()) row("checkpoint", s.last_checkpoint());
+    for (const auto& [name, value] : cli::LearningRows(s)) row(name.c_str(), value);
     row("learning curve", (fs::path(experiment_dir()) / "progress.csv").string());
     row("evaluations", (fs::path(experiment_dir()) / "evaluations.csv").string());
     row("logs", (fs::path(run_dir_) / "logs").string() + "/");
