@@ -15,7 +15,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 # The script is the one list of build dependencies; copying it alone first keeps this layer
 # cached while the sources change.
 COPY scripts/install_deps.sh /tmp/install_deps.sh
-RUN /tmp/install_deps.sh && rm -rf /var/lib/apt/lists/* /tmp/install_deps.sh
+RUN /tmp/install_deps.sh build && rm -rf /var/lib/apt/lists/* /tmp/install_deps.sh
 
 WORKDIR /src
 COPY . /src
@@ -34,13 +34,13 @@ FROM debian:12
 
 ENV DEBIAN_FRONTEND=noninteractive
 # libtorch1.13: libtorch, libtorch_cpu, libc10; libgrpc++1.51 (with reflection) and
-# libgrpc29 (libgpr); libprotobuf32; libabsl20220623; libprometheus-cpp-core1.0 (and -pull);
+# libgrpc29 (libgpr); libprotobuf32; libabsl20220623; libprometheus-cpp-core1.0;
 # libopenblas0-pthread switches the system BLAS LibTorch calls to OpenBLAS (without it the
 # reference BLAS makes linear layers ~20x slower).
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
       libtorch1.13 libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libopenblas0-pthread \
+      libprometheus-cpp-core1.0 libopenblas0-pthread \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /src/build/release/bin/engram /src/build/release/bin/engram_replay_server \

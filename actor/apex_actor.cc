@@ -280,7 +280,13 @@ class TrainingActor {
     if (!flushed.ok()) Log(absl::StrCat("progress report: ", flushed.ToString()));
     absl::Status closed =
         writer_->Close(absl::Now() + (run_over ? absl::Seconds(5) : absl::Seconds(30)));
-    if (!closed.ok()) Log(absl::StrCat("replay writer: ", closed.ToString()));
+    if (!closed.ok()) {
+      // After the end of the run the undelivered items are not needed (the table may be
+      // rate limited or already deleted); otherwise they are lost experience.
+      Log(absl::StrCat(
+          "replay writer: ", run_over ? "items left undelivered at the end of the run: " : "",
+          closed.ToString()));
+    }
     return absl::OkStatus();
   }
 

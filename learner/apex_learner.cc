@@ -228,7 +228,7 @@ class ApexLearner::Impl {
     }
     state_->SetUpdates(learner_->updates());
     table_ = AlgorithmTable(options_.spec);
-    ENGRAM_RETURN_IF_ERROR(ConnectReplay());
+    ENGRAM_RETURN_IF_ERROR(ConnectReplay(/*fresh=*/!restore.has_value()));
     ENGRAM_RETURN_IF_ERROR(Publish());
     return absl::OkStatus();
   }
@@ -315,6 +315,17 @@ class ApexLearner::Impl {
 
   std::string device() const { return device_.str(); }
 
+  // The run is over: frees its replay memory on every shard (best effort).
+  void DropReplayTables() {
+    for (size_t i = 0; i < shard_stubs_.size(); ++i) {
+      const absl::StatusOr<int64_t> dropped = DeleteTable(*shard_stubs_[i]);
+      if (!dropped.ok()) {
+        Log(absl::StrCat("replay shard ", i, ": could not delete table \"", table_.name(),
+                         "\": ", dropped.status().message()));
+      }
+    }
+  }
+
  private:
   struct PriorityUpdate {
     std::vector<uint64_t> keys;
@@ -327,7 +338,24 @@ class ApexLearner::Impl {
     return absl::Seconds(spec.interval().seconds()) + absl::Nanoseconds(spec.interval().nanos());
   }
 
-  absl::Status ConnectReplay() {
+  // Deletes this run's table on one shard: the items it held, -1 when there was none.
+  absl::StatusOr<int64_t> DeleteTable(v1::ReplayService::Stub& stub) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    context.set_wait_for_ready(true);
+    v1::DeleteTableRequest request;
+    request.set_name(table_.name());
+    v1::DeleteTableResponse response;
+    const absl::Status status = FromGrpc(stub.DeleteTable(&context, request, &response));
+    if (absl::IsNotFound(status)) return -1;
+    if (!status.ok()) return status;
+    return response.items_removed();
+  }
+
+  // Creates the table on every shard. A fresh run first drops a table of the same name left
+  // by an earlier experiment (its items are not this run's experience); a resumed run keeps
+  // what the shards hold.
+  absl::Status ConnectReplay(bool fresh) {
     std::vector<std::shared_ptr<grpc::ChannelInterface>> channels;
     for (size_t i = 0; i < options_.replay_addresses.size(); ++i) {
       const std::string& address = options_.replay_addresses[i];
@@ -337,6 +365,14 @@ class ApexLearner::Impl {
       // The shard may still be starting: retry UNAVAILABLE for a while.
       const absl::Time give_up = absl::Now() + absl::Seconds(60);
       while (true) {
+        if (fresh) {
+          const absl::StatusOr<int64_t> dropped = DeleteTable(*stub);
+          if (dropped.ok() && *dropped >= 0) {
+            Log(absl::StrCat("replay shard ", i, " (", address, "): dropped table \"",
+                             table_.name(), "\" of an earlier run (", *dropped, " items)"));
+          }
+          if (!dropped.ok() && absl::Now() < give_up) continue;
+        }
         grpc::ClientContext context;
         context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
         context.set_wait_for_ready(true);
@@ -760,6 +796,8 @@ ApexLearner::ApexLearner(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 ApexLearner::~ApexLearner() = default;
 
 absl::Status ApexLearner::Run(const std::atomic<bool>& stop) { return impl_->Run(stop); }
+
+void ApexLearner::DropReplayTables() { impl_->DropReplayTables(); }
 std::string ApexLearner::device() const { return impl_->device(); }
 
 }  // namespace engram::learner

@@ -67,7 +67,8 @@ absl::StatusOr<std::optional<FoundCheckpoint>> FindCheckpoint(const v1::Experime
 class ApexLearner {
  public:
   // Builds the networks on the device, restores `restore` if given, creates the replay
-  // table on every shard (idempotent), and publishes the first weights. `state` and
+  // table on every shard (a fresh run first drops a same-named table an earlier run left;
+  // a restored one keeps it), and publishes the first weights. `state` and
   // `parameters` must outlive the learner.
   static absl::StatusOr<std::unique_ptr<ApexLearner>> Create(
       ApexLearnerOptions options, RunState* state, ParameterServiceImpl* parameters,
@@ -79,6 +80,10 @@ class ApexLearner {
   // becomes true (a checkpoint is written; actors are not stopped, so that a restarted
   // learner picks the run up; returns OK), or an error (run FAILED).
   absl::Status Run(const std::atomic<bool>& stop);
+
+  // Deletes the run's table on every replay shard (best effort, logged): for a run that
+  // has ended for good, so that its replay memory is freed for the next experiment.
+  void DropReplayTables();
 
   // The device updates run on.
   std::string device() const;

@@ -88,7 +88,7 @@ absl::Status Supports(const v1::ExperimentSpec& spec) {
 // stops. Errors end the experiment (FAILED), not the process.
 absl::Status RunExperiment(const ExperimentManager::Run& run, ApexLearnerOptions options,
                            ExperimentManager* manager, ParameterServiceImpl* parameters,
-                           prometheus::Registry* registry) {
+                           prometheus::Registry* registry, bool drop_tables_at_end) {
   const std::string& id = run.spec.id();
   options.spec = run.spec;
   options.output_dir = run.dir;
@@ -110,8 +110,19 @@ absl::Status RunExperiment(const ExperimentManager::Run& run, ApexLearnerOptions
   if (!manager->Started(id, state)) return absl::OkStatus();  // cancelled meanwhile
   Log(absl::StrCat("training experiment \"", id, "\" on ", (*learner)->device()));
   const absl::Status status = (*learner)->Run(manager->stop_running());
-  learner->reset();
   manager->Ended(id, status);
+  // Server mode: an experiment that ended for good no longer needs its replay memory. The
+  // actors hear of the end at their next report and flush what they hold first.
+  absl::StatusOr<v1::ExperimentStatus> ended = manager->Get(id);
+  if (drop_tables_at_end && ended.ok() && ended->state() != v1::EXPERIMENT_STATE_RUNNING &&
+      ended->state() != v1::EXPERIMENT_STATE_QUEUED) {
+    const absl::Time until = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < until && !manager->stop_running().load()) {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    if (!manager->stop_running().load()) (*learner)->DropReplayTables();
+  }
+  learner->reset();
   return status;
 }
 
@@ -215,7 +226,8 @@ int Run(int argc, char** argv) {
   });
   absl::Status last = absl::OkStatus();
   while (std::optional<ExperimentManager::Run> run = (*manager)->Next(shutdown.flag())) {
-    last = RunExperiment(*run, options, manager->get(), &parameters, &(*metrics)->registry());
+    last = RunExperiment(*run, options, manager->get(), &parameters, &(*metrics)->registry(),
+                         /*drop_tables_at_end=*/!single_run);
     if (!last.ok())
       Log(absl::StrCat("experiment \"", run->spec.id(), "\" failed: ", last.ToString()));
     if (single_run) break;

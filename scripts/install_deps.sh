@@ -2,6 +2,7 @@
 # Installs exactly the Debian 12 packages Engram needs to build, test and run.
 # Idempotent: safe to run again; apt-get skips what is already installed.
 #   scripts/install_deps.sh            build + test + run dependencies
+#   scripts/install_deps.sh build      only what building the binaries needs (the Dockerfile)
 set -euo pipefail
 
 packages=(
@@ -15,9 +16,13 @@ packages=(
   libtorch-dev libopenblas0-pthread
   # metrics
   prometheus-cpp-dev
-  # tests and benchmarks; the cluster-definition tests (YAML, compose, a real Prometheus)
-  libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev docker-compose prometheus
 )
+if [ "${1:-all}" != "build" ]; then
+  packages+=(
+    # tests and benchmarks; the cluster-definition tests (YAML, compose, a real Prometheus)
+    libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev docker-compose prometheus
+  )
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

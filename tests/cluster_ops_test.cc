@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -45,13 +46,16 @@ std::string ReadFile(const fs::path& path) {
   return out.str();
 }
 
-// A CartPole spec for this test: `frames` training frames, no checkpoints.
-std::string WriteSpec(const fs::path& dir, const std::string& name, int64_t frames) {
+// A CartPole spec for this test: `frames` training frames; checkpoints in the experiment's
+// directory when `checkpoints`.
+std::string WriteSpec(const fs::path& dir, const std::string& name, int64_t frames,
+                      bool checkpoints = false) {
   std::string spec =
       ReadFile(fs::path(ENGRAM_SOURCE_DIR) / "deploy/experiments/cartpole_apex.textproto");
   const size_t budget = spec.find("budget {");
   const size_t end = spec.find("\n}\n", budget);  // the block ends at a line "}"
   spec.replace(budget, end + 2 - budget, absl::StrCat("budget { total_frames: ", frames, " }"));
+  if (checkpoints) spec += "\ncheckpoint { directory: \"checkpoints\" }\n";
   const fs::path path = dir / (name + ".textproto");
   std::ofstream(path) << spec;
   return path.string();
@@ -187,9 +191,9 @@ TEST_F(ClusterOpsTest, SubmitWatchResultsAndCancelWithTheEngramTool) {
   EXPECT_THAT(nowhere.output, HasSubstr("cannot reach the learner"));
 
   // Submit and watch a short run to the end: the pool actors are assigned and train it.
-  CommandResult watched =
-      Engram({"submit", WriteSpec(dir_, "short", 20000), "--id=short", "--watch", "--interval=1s"},
-             absl::Minutes(3));
+  CommandResult watched = Engram({"submit", WriteSpec(dir_, "short", 20000, /*checkpoints=*/true),
+                                  "--id=short", "--watch", "--interval=1s"},
+                                 absl::Minutes(3));
   ASSERT_EQ(watched.exit_code, 0) << watched.output;
   EXPECT_THAT(watched.output, HasSubstr("submitted short"));
   EXPECT_THAT(watched.output, HasSubstr("RUNNING"));
@@ -208,6 +212,17 @@ TEST_F(ClusterOpsTest, SubmitWatchResultsAndCancelWithTheEngramTool) {
     EXPECT_EQ(served, ReadFile(dir_ / "cluster" / "short" / file)) << file;
   }
   EXPECT_THAT(ReadFile(results / "evaluations.csv"), HasSubstr("mean_return"));
+  // The final checkpoint, from the experiment's own directory (a relative directory in the
+  // spec is taken relative to it).
+  std::vector<fs::path> checkpoints;
+  for (const auto& entry : fs::directory_iterator(dir_ / "cluster" / "short" / "checkpoints")) {
+    checkpoints.push_back(entry.path());
+  }
+  ASSERT_FALSE(checkpoints.empty());
+  std::sort(checkpoints.begin(), checkpoints.end());
+  const std::string model = ReadFile(results / "checkpoint" / "learner.pt");
+  EXPECT_GT(model.size(), 1000u);
+  EXPECT_EQ(model, ReadFile(checkpoints.back() / "learner.pt"));
 
   // A long run, cancelled while it trains; the actors go back to the pool.
   ASSERT_EQ(Engram({"submit", WriteSpec(dir_, "long", 50'000'000), "--id=long"}).exit_code, 0);
