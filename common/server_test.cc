@@ -1,5 +1,8 @@
 #include "common/server.h"
 
+#include <map>
+
+#include "common/metrics.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/dynamic_message.h"
@@ -49,6 +52,40 @@ TEST(ServerTest, HealthServingOverLoopbackAndInProcess) {
   EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::SERVING);
   (*server)->SetServing(false);
   EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::NOT_SERVING);
+}
+
+// Every finished call is counted by method and status code when a registry is given.
+TEST(ServerTest, CountsCallsByMethodAndCode) {
+  std::unique_ptr<Metrics> metrics = Metrics::CreateUnexposed("test");
+  ServerOptions options = Loopback();
+  options.registry = &metrics->registry();
+  auto server = Server::Start(options, {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  grpc::Status status;
+  EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Check((*server)->InProcessChannel(), &status), HealthCheckResponse::SERVING);
+  {
+    auto stub = Health::NewStub((*server)->InProcessChannel());
+    grpc::ClientContext context;
+    HealthCheckRequest request;
+    request.set_service("no.such.Service");
+    HealthCheckResponse response;
+    EXPECT_EQ(stub->Check(&context, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  std::map<std::string, double> counts;  // code -> calls of Health/Check
+  for (const prometheus::MetricFamily& family : metrics->registry().Collect()) {
+    if (family.name != "engram_rpc_server_handled_total") continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      std::map<std::string, std::string> labels;
+      for (const auto& label : metric.label) labels[label.name] = label.value;
+      if (labels["method"] == "/grpc.health.v1.Health/Check") {
+        counts[labels["code"]] += metric.counter.value;
+      }
+    }
+  }
+  EXPECT_EQ(counts["OK"], 2);
+  EXPECT_EQ(counts["NOT_FOUND"], 1);
+  (*server)->Shutdown(absl::Seconds(1));
 }
 
 // Asks the server's reflection service to list its services, as grpcurl does. The
