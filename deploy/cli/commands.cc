@@ -61,6 +61,9 @@ int Fail(const ClientOptions& options, const std::string& what, const grpc::Stat
     message = absl::StrReplaceAll(message, {{"; ", "\n  "}});
     std::fprintf(stderr, "engram: %s: the server rejected it:\n  %s\n", what.c_str(),
                  message.c_str());
+  } else if (ExitCode(status.error_code()) == 4 && what == "health") {
+    std::fprintf(stderr, "engram: health: cannot reach %s (%s)\n", options.server.c_str(),
+                 message.c_str());
   } else if (ExitCode(status.error_code()) == 4) {
     std::fprintf(stderr,
                  "engram: %s: cannot reach the learner at %s (%s); is the cluster up? (--server "
