@@ -1,0 +1,155 @@
+// The episodic store's k-NN indices in process, without RPC: for the exact index (FAISS
+// brute force) and the approximate one (hnswlib HNSW) at several settings, insert rate,
+// batched lookup rate and recall@k against the exact answers. This is the measurement that
+// picks the approximate index's defaults, and the in-process limit for the store's RPC
+// lookups (episodic_store_bench).
+//
+//   episodic_index_bench [--keys=100000] [--dim=64] [--queries=2000] [--k=50] [--json=PATH]
+//
+// Keys are Gaussian random projections of random MinAtar-like observations (binary 400-d
+// vectors with ~5% ones through a fixed Gaussian matrix), the keys the episodic control
+// agent writes; --gaussian uses i.i.d. Gaussian keys instead (the hardest case for HNSW).
+
+#include <chrono>
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "bench/common/bench_report.h"
+#include "episodic_store/memory.h"
+
+ABSL_FLAG(int64_t, keys, 100000, "Keys in the memory (one action).");
+ABSL_FLAG(int32_t, dim, 64, "Key dimension.");
+ABSL_FLAG(int32_t, queries, 2000, "Lookup queries (in batches of --batch).");
+ABSL_FLAG(int32_t, batch, 64, "Queries per lookup call.");
+ABSL_FLAG(int32_t, k, 50, "Neighbours per query.");
+ABSL_FLAG(bool, gaussian, false, "I.i.d. Gaussian keys instead of projected observations.");
+ABSL_FLAG(std::string, json, "", "Write the results as JSON to this path.");
+
+namespace engram::episodic {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// n keys of dimension dim: projections of sparse binary observations, or Gaussian.
+std::vector<float> MakeKeys(int64_t n, int dim, bool gaussian, absl::BitGen& gen,
+                            const std::vector<float>& projection) {
+  std::vector<float> keys(n * dim);
+  if (gaussian) {
+    for (float& x : keys) x = absl::Gaussian<float>(gen);
+    return keys;
+  }
+  constexpr int kObs = 400;
+  std::vector<int> ones;
+  for (int64_t i = 0; i < n; ++i) {
+    ones.clear();
+    for (int j = 0; j < kObs; ++j) {
+      if (absl::Bernoulli(gen, 0.05)) ones.push_back(j);
+    }
+    for (int d = 0; d < dim; ++d) {
+      float sum = 0;
+      for (int j : ones) sum += projection[j * dim + d];
+      keys[i * dim + d] = sum;
+    }
+  }
+  return keys;
+}
+
+int Run() {
+  const int64_t n = absl::GetFlag(FLAGS_keys);
+  const int dim = absl::GetFlag(FLAGS_dim);
+  const int num_queries = absl::GetFlag(FLAGS_queries);
+  const int batch = absl::GetFlag(FLAGS_batch);
+  const int k = absl::GetFlag(FLAGS_k);
+  const bool gaussian = absl::GetFlag(FLAGS_gaussian);
+  absl::BitGen gen;
+  std::vector<float> projection(400 * dim);
+  for (float& x : projection) x = absl::Gaussian<float>(gen) / std::sqrt(static_cast<float>(dim));
+  const std::vector<float> keys = MakeKeys(n, dim, gaussian, gen, projection);
+  const std::vector<float> queries = MakeKeys(num_queries, dim, gaussian, gen, projection);
+  std::vector<int32_t> actions(n, 0);
+  std::vector<float> values(n);
+  for (int64_t i = 0; i < n; ++i) values[i] = static_cast<float>(i);  // value = key id
+
+  v1::MemorySpec spec;
+  spec.set_name("bench");
+  spec.set_key_dim(dim);
+  spec.set_num_actions(1);
+  spec.set_capacity_per_action(n);
+  spec.set_update_rule(v1::UPDATE_RULE_MFEC_MAX);
+  spec.set_kernel(v1::KERNEL_MEAN);
+
+  bench::Report report("episodic_index_bench");
+  report.AddConfig("keys", absl::StrCat(n));
+  report.AddConfig("dim", absl::StrCat(dim));
+  report.AddConfig("k", absl::StrCat(k));
+  report.AddConfig("batch", absl::StrCat(batch));
+  report.AddConfig("keys_kind", gaussian ? "gaussian" : "projected_observations");
+  std::printf("episodic_index_bench: %lld %s keys of dim %d, %d queries in batches of %d, k=%d\n\n",
+              static_cast<long long>(n), gaussian ? "Gaussian" : "projected", dim, num_queries,
+              batch, k);
+  std::printf("%-28s %12s %14s %10s\n", "index", "inserts/s", "queries/s", "recall@k");
+
+  std::vector<float> truth;  // exact neighbours' values (ids), [queries, k]
+  struct Variant {
+    std::string name;
+    v1::IndexKind kind;
+    HnswOptions hnsw;
+  };
+  std::vector<Variant> variants = {{"exact", v1::INDEX_KIND_EXACT, {}}};
+  for (int m : {16, 32}) {
+    for (int ef : {64, 128, 256}) {
+      variants.push_back({absl::StrFormat("hnsw M=%d ef=%d", m, ef), v1::INDEX_KIND_APPROXIMATE,
+                          HnswOptions{m, 200, ef}});
+    }
+  }
+  for (const Variant& variant : variants) {
+    spec.set_index(variant.kind);
+    std::unique_ptr<Memory> memory = *Memory::Create(spec, variant.hnsw);
+    const auto t0 = Clock::now();
+    if (!memory->Write(keys.data(), n, actions.data(), values.data()).ok()) return 1;
+    const auto t1 = Clock::now();
+    std::vector<float> found;
+    for (int q = 0; q < num_queries; q += batch) {
+      const int rows = std::min(batch, num_queries - q);
+      absl::StatusOr<LookupResult> result =
+          memory->Lookup(queries.data() + q * dim, rows, {}, k, false);
+      if (!result.ok()) return 1;
+      found.insert(found.end(), result->values.begin(), result->values.end());
+    }
+    const auto t2 = Clock::now();
+    if (truth.empty()) truth = found;
+    int64_t hits = 0;
+    for (int q = 0; q < num_queries; ++q) {
+      std::set<float> ids(truth.begin() + q * k, truth.begin() + (q + 1) * k);
+      for (int j = 0; j < k; ++j) hits += ids.count(found[q * k + j]);
+    }
+    const double recall = static_cast<double>(hits) / (static_cast<double>(num_queries) * k);
+    const double inserts = n / Seconds(t0, t1), lookups = num_queries / Seconds(t1, t2);
+    std::printf("%-28s %12.0f %14.0f %10.4f\n", variant.name.c_str(), inserts, lookups, recall);
+    std::string key = variant.name;
+    for (char& c : key) c = c == ' ' ? '/' : c;
+    report.Add(absl::StrCat(key, "/inserts_per_s"), inserts, "1/s");
+    report.Add(absl::StrCat(key, "/queries_per_s"), lookups, "1/s");
+    report.Add(absl::StrCat(key, "/recall_at_k"), recall, "");
+  }
+  return report.Finish(absl::GetFlag(FLAGS_json));
+}
+
+}  // namespace
+}  // namespace engram::episodic
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return engram::episodic::Run();
+}

@@ -1,0 +1,237 @@
+#include "episodic_store/memory.h"
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "absl/random/random.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace engram::episodic {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+v1::MemorySpec Spec(v1::IndexKind index = v1::INDEX_KIND_EXACT, int dim = 2,
+                    int64_t capacity = 100) {
+  v1::MemorySpec spec;
+  spec.set_name("test");
+  spec.set_key_dim(dim);
+  spec.set_num_actions(3);
+  spec.set_capacity_per_action(capacity);
+  spec.set_update_rule(v1::UPDATE_RULE_MFEC_MAX);
+  spec.set_kernel(v1::KERNEL_MEAN);
+  spec.set_index(index);
+  return spec;
+}
+
+std::unique_ptr<Memory> Make(const v1::MemorySpec& spec) {
+  absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Create(spec);
+  EXPECT_TRUE(memory.ok()) << memory.status();
+  return *std::move(memory);
+}
+
+WriteResult WriteOne(Memory& memory, std::vector<float> key, int32_t action, float value) {
+  absl::StatusOr<WriteResult> result = memory.Write(key.data(), 1, &action, &value);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? *result : WriteResult{};
+}
+
+TEST(MemorySpecTest, NamesTheBadField) {
+  auto problem = [](auto mutate) {
+    v1::MemorySpec spec = Spec();
+    mutate(spec);
+    return std::string(ValidateMemorySpec(spec).message());
+  };
+  EXPECT_TRUE(ValidateMemorySpec(Spec()).ok());
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_name("Bad-Name"); }), HasSubstr("spec.name"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_key_dim(0); }), HasSubstr("spec.key_dim"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_num_actions(0); }),
+              HasSubstr("spec.num_actions"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_capacity_per_action(0); }),
+              HasSubstr("spec.capacity_per_action"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_update_rule(v1::UPDATE_RULE_UNSPECIFIED); }),
+              HasSubstr("spec.update_rule"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_nec_alpha(0); }), HasSubstr("spec.nec_alpha"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_kernel(v1::KERNEL_UNSPECIFIED); }),
+              HasSubstr("spec.kernel"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_kernel_delta(-1); }),
+              HasSubstr("spec.kernel_delta"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_index(v1::INDEX_KIND_UNSPECIFIED); }),
+              HasSubstr("spec.index"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_default_k(0); }), HasSubstr("spec.default_k"));
+  EXPECT_THAT(problem([](v1::MemorySpec& s) { s.set_exact_match_distance(-1); }),
+              HasSubstr("spec.exact_match_distance"));
+}
+
+TEST(MemoryTest, MfecKeepsTheMaxAndExactMatchesReturnTheStoredValue) {
+  auto memory = Make(Spec());
+  EXPECT_EQ(WriteOne(*memory, {0, 0}, 1, 5).inserted, 1);
+  EXPECT_EQ(WriteOne(*memory, {0, 0}, 1, 3).updated, 1);  // max(5, 3) stays 5
+  EXPECT_EQ(WriteOne(*memory, {0, 0}, 1, 7).updated, 1);  // max(5, 7) = 7
+  WriteOne(*memory, {3, 4}, 1, 1);                        // squared distance 25
+  std::vector<float> query = {0, 0};
+  absl::StatusOr<LookupResult> result = memory->Lookup(query.data(), 1, {}, 2, false);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->m, 3);
+  // Action 1: both keys, nearest first; the estimate is the exact match's value.
+  EXPECT_EQ(result->counts[1], 2);
+  EXPECT_FLOAT_EQ(result->distances[1 * 2 + 0], 0);
+  EXPECT_FLOAT_EQ(result->distances[1 * 2 + 1], 25);
+  EXPECT_FLOAT_EQ(result->values[1 * 2 + 0], 7);
+  EXPECT_FLOAT_EQ(result->estimates[1], 7);
+  // Actions 0 and 2 hold nothing: count 0, estimate 0, padding +inf.
+  EXPECT_EQ(result->counts[0], 0);
+  EXPECT_EQ(result->estimates[0], 0);
+  EXPECT_TRUE(std::isinf(result->distances[0]));
+  // Away from any stored key the kernel averages: mean of 7 and 1.
+  std::vector<float> off = {1, 1};
+  result = memory->Lookup(off.data(), 1, {1}, 2, false);
+  ASSERT_TRUE(result.ok());
+  ASSERT_EQ(result->m, 1);
+  EXPECT_FLOAT_EQ(result->estimates[0], 4);
+}
+
+TEST(MemoryTest, NecMovesTowardTheWrittenValueAndWeightsByInverseDistance) {
+  v1::MemorySpec spec = Spec();
+  spec.set_update_rule(v1::UPDATE_RULE_NEC);
+  spec.set_nec_alpha(0.5);
+  spec.set_kernel(v1::KERNEL_INVERSE_DISTANCE);
+  spec.set_kernel_delta(1);
+  auto memory = Make(spec);
+  WriteOne(*memory, {0, 0}, 0, 10);
+  WriteOne(*memory, {0, 0}, 0, 20);  // 10 + 0.5 * (20 - 10) = 15
+  WriteOne(*memory, {2, 0}, 0, 0);   // squared distance 4 from the origin
+  std::vector<float> query = {0, 0};
+  absl::StatusOr<LookupResult> result = memory->Lookup(query.data(), 1, {0}, 2, false);
+  ASSERT_TRUE(result.ok());
+  EXPECT_FLOAT_EQ(result->values[0], 15);
+  // Weights 1/(0+1) and 1/(4+1): (15 * 1 + 0 * 0.2) / 1.2.
+  EXPECT_NEAR(result->estimates[0], 15 / 1.2, 1e-5);
+}
+
+TEST(MemoryTest, EvictsTheLeastRecentlyUsedAndLookupsCountAsUse) {
+  auto memory = Make(Spec(v1::INDEX_KIND_EXACT, 2, /*capacity=*/3));
+  WriteOne(*memory, {0, 0}, 2, 1);
+  WriteOne(*memory, {10, 0}, 2, 2);
+  WriteOne(*memory, {20, 0}, 2, 3);
+  // Using {0,0} as a neighbour makes {10,0} the least recently used.
+  std::vector<float> near_origin = {0.1f, 0};
+  ASSERT_TRUE(memory->Lookup(near_origin.data(), 1, {2}, 1, false).ok());
+  EXPECT_EQ(WriteOne(*memory, {30, 0}, 2, 4).evicted, 1);
+  std::vector<float> queries = {10, 0, 0, 0};
+  absl::StatusOr<LookupResult> result = memory->Lookup(queries.data(), 2, {2, 2}, 1, false);
+  ASSERT_TRUE(result.ok());
+  EXPECT_GT(result->distances[0], 0);        // {10,0} is gone
+  EXPECT_FLOAT_EQ(result->distances[1], 0);  // {0,0} stayed
+  v1::MemoryInfo info = memory->Info();
+  EXPECT_THAT(info.sizes(), ElementsAre(0, 0, 3));
+  EXPECT_EQ(info.evictions_total(), 1);
+  EXPECT_EQ(info.inserts_total(), 4);
+  EXPECT_EQ(info.writes_total(), 4);
+  EXPECT_EQ(info.lookups_total(), 3);
+}
+
+TEST(MemoryTest, BadInputChangesNothing) {
+  auto memory = Make(Spec());
+  std::vector<float> keys = {0, 0, 1, 1};
+  std::vector<int32_t> actions = {0, 3};
+  std::vector<float> values = {1, 2};
+  absl::StatusOr<WriteResult> bad = memory->Write(keys.data(), 2, actions.data(), values.data());
+  EXPECT_THAT(bad.status().message(), HasSubstr("actions[1]: 3 is not in [0, 3)"));
+  actions = {0, 1};
+  values = {1, std::numeric_limits<float>::quiet_NaN()};
+  EXPECT_THAT(memory->Write(keys.data(), 2, actions.data(), values.data()).status().message(),
+              HasSubstr("values[1]"));
+  values = {1, 2};
+  keys[3] = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(memory->Write(keys.data(), 2, actions.data(), values.data()).status().message(),
+              HasSubstr("keys[1]"));
+  EXPECT_THAT(memory->Info().sizes(), ElementsAre(0, 0, 0));  // nothing stored
+  std::vector<float> query = {0, 0};
+  EXPECT_THAT(memory->Lookup(query.data(), 1, {}, -1, false).status().message(), HasSubstr("k:"));
+  EXPECT_THAT(memory->Lookup(query.data(), 1, {5}, 1, false).status().message(),
+              HasSubstr("actions[0]"));
+  EXPECT_THAT(memory->Lookup(query.data(), 1, {0, 1}, 1, false).status().message(),
+              HasSubstr("actions: must be empty or have 1"));
+  query[0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(absl::IsInvalidArgument(memory->Lookup(query.data(), 1, {}, 1, false).status()));
+  EXPECT_EQ(memory->Info().lookups_total(), 0);
+}
+
+TEST(MemoryTest, SnapshotRoundTripKeepsKeysValuesAndRecency) {
+  auto memory = Make(Spec(v1::INDEX_KIND_EXACT, 2, /*capacity=*/3));
+  WriteOne(*memory, {0, 0}, 0, 1);
+  WriteOne(*memory, {1, 0}, 0, 2);
+  WriteOne(*memory, {2, 0}, 0, 3);
+  WriteOne(*memory, {5, 5}, 2, 9);
+  std::vector<float> touch = {0, 0};
+  ASSERT_TRUE(memory->Lookup(touch.data(), 1, {0}, 1, false).ok());  // {1,0} is now oldest
+  std::stringstream saved;
+  ASSERT_TRUE(memory->Save(saved).ok());
+  const std::string bytes = saved.str();
+  absl::StatusOr<std::unique_ptr<Memory>> loaded = Memory::Load(saved);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_THAT((*loaded)->Info().sizes(), ElementsAre(3, 0, 1));
+  EXPECT_EQ((*loaded)->Info().lookups_total(), 1);
+  // The same recency: the next insert evicts {1,0}.
+  WriteOne(**loaded, {9, 9}, 0, 4);
+  std::vector<float> query = {1, 0};
+  absl::StatusOr<LookupResult> result = (*loaded)->Lookup(query.data(), 1, {0}, 1, false);
+  ASSERT_TRUE(result.ok());
+  EXPECT_FLOAT_EQ(result->distances[0], 1);  // nearest is now {0,0} or {2,0}
+  // A damaged snapshot is DATA_LOSS, never a half-loaded memory.
+  std::stringstream truncated(bytes.substr(0, bytes.size() - 12));
+  EXPECT_TRUE(absl::IsDataLoss(Memory::Load(truncated).status()));
+  std::stringstream garbage("not a snapshot at all");
+  EXPECT_TRUE(absl::IsDataLoss(Memory::Load(garbage).status()));
+}
+
+// Keys as the episodic control agent makes them: a fixed Gaussian random projection of
+// sparse binary observations (MinAtar-like: 400 cells, ~5% set) to kDim dimensions.
+std::vector<float> ProjectedKeys(int n, int dim, absl::BitGen& gen,
+                                 const std::vector<float>& projection) {
+  std::vector<float> keys(static_cast<size_t>(n) * dim, 0);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < 400; ++j) {
+      if (!absl::Bernoulli(gen, 0.05)) continue;
+      for (int d = 0; d < dim; ++d) keys[i * dim + d] += projection[j * dim + d];
+    }
+  }
+  return keys;
+}
+
+// The approximate index against the exact one: recall@50 of the same queries.
+TEST(MemoryTest, ApproximateRecallAt50IsAtLeast95Percent) {
+  constexpr int kDim = 64, kKeys = 20000, kQueries = 200, kK = 50;
+  auto exact = Make(Spec(v1::INDEX_KIND_EXACT, kDim, kKeys));
+  auto approximate = Make(Spec(v1::INDEX_KIND_APPROXIMATE, kDim, kKeys));
+  absl::BitGen gen(std::seed_seq{7});
+  std::vector<float> projection(400 * kDim);
+  for (float& x : projection) x = absl::Gaussian<float>(gen) / 8;
+  const std::vector<float> keys = ProjectedKeys(kKeys, kDim, gen, projection);
+  std::vector<int32_t> actions(kKeys, 0);
+  std::vector<float> values(kKeys);
+  for (int i = 0; i < kKeys; ++i) values[i] = static_cast<float>(i);  // value = key id
+  ASSERT_TRUE(exact->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
+  ASSERT_TRUE(approximate->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
+  const std::vector<float> queries = ProjectedKeys(kQueries, kDim, gen, projection);
+  std::vector<int32_t> query_actions(kQueries, 0);
+  auto truth = exact->Lookup(queries.data(), kQueries, query_actions, kK, false);
+  auto found = approximate->Lookup(queries.data(), kQueries, query_actions, kK, false);
+  ASSERT_TRUE(truth.ok() && found.ok());
+  int64_t hits = 0;
+  for (int q = 0; q < kQueries; ++q) {
+    std::set<float> ids(truth->values.begin() + q * kK, truth->values.begin() + (q + 1) * kK);
+    for (int j = 0; j < kK; ++j) hits += ids.count(found->values[q * kK + j]);
+  }
+  const double recall = static_cast<double>(hits) / (kQueries * kK);
+  EXPECT_GE(recall, 0.95);
+  RecordProperty("recall_at_50", std::to_string(recall));
+}
+
+}  // namespace
+}  // namespace engram::episodic
