@@ -25,6 +25,7 @@
 #include "learner/core/dqn.h"
 #include "learner/experiment_spec.h"
 #include "learner/learner_checkpoint.pb.h"
+#include "learner/run_recorder.h"
 #include "learner/weights.h"
 #include "replay_server/client/sampler.h"
 #include "torch/torch.h"
@@ -234,7 +235,8 @@ class ApexLearner::Impl {
   }
 
   absl::Status Run(const std::atomic<bool>& stop) {
-    if (!options_.output_dir.empty()) ENGRAM_RETURN_IF_ERROR(OpenCsv());
+    ENGRAM_ASSIGN_OR_RETURN(recorder_,
+                            RunRecorder::Open(options_.output_dir, state_, eval_return_));
     prefetcher_ = std::thread([this] { Prefetch(); });
     priority_thread_ = std::thread([this] { SendPriorities(); });
     const int64_t batch_size = options_.spec.apex_dqn().batch_size();
@@ -259,11 +261,11 @@ class ApexLearner::Impl {
         LogProgress(waiting_since);
         next_log = now + options_.log_interval;
       }
-      if (csv_ && now >= next_csv) {
-        WriteCsvRow();
+      if (now >= next_csv) {
+        recorder_->WriteProgressRow({replay_size_, last_loss_});
         next_csv = now + options_.csv_interval;
       }
-      WriteEvaluationRows();
+      recorder_->WriteEvaluationRows();
       if (now >= next_checkpoint) {
         ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
         next_checkpoint = now + CheckpointInterval();
@@ -307,7 +309,7 @@ class ApexLearner::Impl {
       Log("stopping: writing a checkpoint");
       StopThreads();
       ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
-      if (csv_) WriteCsvRow();
+      recorder_->WriteProgressRow({replay_size_, last_loss_});
       return absl::OkStatus();
     }
     return FinishRun(*spent, stop);
@@ -594,70 +596,6 @@ class ApexLearner::Impl {
         FormatReturn(status.eval_return()), status.parameter_version()));
   }
 
-  absl::Status OpenCsv() {
-    std::error_code error;
-    fs::create_directories(options_.output_dir, error);
-    if (error) {
-      return absl::InvalidArgumentError(absl::StrCat("output_dir: cannot create \"",
-                                                     options_.output_dir, "\": ", error.message()));
-    }
-    auto open = [&](const char* name, const char* header) -> std::FILE* {
-      const std::string path = (fs::path(options_.output_dir) / name).string();
-      const bool fresh = !fs::exists(path) || fs::file_size(path) == 0;
-      std::FILE* file = std::fopen(path.c_str(), "a");
-      if (file != nullptr && fresh) std::fputs(header, file);
-      return file;
-    };
-    csv_ = open("progress.csv",
-                "wall_time_s,frames,updates,episodes,train_return,eval_return,frames_per_s,"
-                "updates_per_s,sampled_per_s,inserted_per_s,policy_lag,replay_size,loss\n");
-    eval_csv_ = open("evaluations.csv",
-                     "evaluation,wall_time_s,frames,updates,episodes,mean_return,min_return,"
-                     "max_return\n");
-    if (csv_ == nullptr || eval_csv_ == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("output_dir: cannot write CSV files in \"",
-                                                     options_.output_dir,
-                                                     "\": ", std::strerror(errno)));
-    }
-    return absl::OkStatus();
-  }
-
-  void WriteCsvRow() {
-    const v1::ExperimentStatus status = state_->Status();
-    auto value = [](const v1::ReturnSummary& r) {
-      return r.episodes() > 0 ? absl::StrFormat("%.4f", r.mean()) : std::string();
-    };
-    std::fprintf(
-        csv_, "%.1f,%lld,%lld,%lld,%s,%s,%.1f,%.2f,%.1f,%.1f,%.2f,%lld,%.6g\n",
-        absl::ToDoubleSeconds(state_->elapsed()), static_cast<long long>(status.frames()),
-        static_cast<long long>(status.learner_updates()), static_cast<long long>(status.episodes()),
-        value(status.train_return()).c_str(), value(status.eval_return()).c_str(),
-        status.throughput().frames_per_second(), status.throughput().learner_updates_per_second(),
-        status.throughput().sampled_items_per_second(),
-        status.throughput().inserted_items_per_second(), status.policy_lag().mean_versions(),
-        static_cast<long long>(replay_size_), last_loss_);
-    std::fflush(csv_);
-  }
-
-  void WriteEvaluationRows() {
-    std::optional<std::pair<int64_t, v1::ReturnSummary>> evaluation = state_->TakeNewEvaluation();
-    if (!evaluation.has_value()) return;
-    const auto& [index, summary] = *evaluation;
-    if (eval_return_ != nullptr) eval_return_->Set(summary.mean());
-    Log(
-        absl::StrFormat("evaluation %d at %d frames: mean return %.2f (min %.2f, max %.2f, %d "
-                        "episodes)",
-                        index, summary.at_frames(), summary.mean(), summary.min(), summary.max(),
-                        summary.episodes()));
-    if (eval_csv_ == nullptr) return;
-    std::fprintf(eval_csv_, "%lld,%.1f,%lld,%lld,%d,%.4f,%.4f,%.4f\n",
-                 static_cast<long long>(index), absl::ToDoubleSeconds(state_->elapsed()),
-                 static_cast<long long>(summary.at_frames()),
-                 static_cast<long long>(learner_->updates()), summary.episodes(), summary.mean(),
-                 summary.min(), summary.max());
-    std::fflush(eval_csv_);
-  }
-
   // ---- checkpoints and the end of the run -----------------------------------------------
 
   absl::Status WriteCheckpoint() {
@@ -714,22 +652,9 @@ class ApexLearner::Impl {
     state_->StopTraining();
     StopThreads();
     ENGRAM_RETURN_IF_ERROR(Publish());
-    if (state_->has_evaluation_actor()) {
-      const int64_t index = state_->RequestEvaluation();
-      Log(absl::StrCat("final evaluation ", index, " requested"));
-      const absl::Time give_up = absl::Now() + options_.final_evaluation_timeout;
-      while (state_->evaluations_completed() < index && absl::Now() < give_up && !stop.load()) {
-        absl::SleepFor(absl::Milliseconds(100));
-      }
-      if (state_->evaluations_completed() < index) {
-        Log("the final evaluation did not complete; the run ends without it");
-      }
-      WriteEvaluationRows();
-    } else {
-      Log("no evaluation actor reported; no final evaluation");
-    }
+    recorder_->FinalEvaluation(options_.final_evaluation_timeout, stop);
     ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
-    if (csv_) WriteCsvRow();
+    recorder_->WriteProgressRow({replay_size_, last_loss_});
     state_->Finish(v1::EXPERIMENT_STATE_SUCCEEDED);
     const v1::ExperimentStatus status = state_->Status();
     Log(
@@ -760,8 +685,7 @@ class ApexLearner::Impl {
   absl::Status background_error_ ABSL_GUARDED_BY(error_mu_);
   int64_t replay_size_ = 0;
   double last_loss_ = 0;
-  std::FILE* csv_ = nullptr;
-  std::FILE* eval_csv_ = nullptr;
+  std::unique_ptr<RunRecorder> recorder_;
   prometheus::Counter* updates_total_ = nullptr;
   prometheus::Gauge* frames_gauge_ = nullptr;
   prometheus::Gauge* loss_gauge_ = nullptr;

@@ -54,8 +54,13 @@ using ::testing::HasSubstr;
 using ::testing::IsSupersetOf;
 
 // The compose services and Kubernetes workloads every cluster definition must have.
-const std::vector<std::string> kComposeEngramServices = {"replay-0", "replay-1", "learner", "actor",
-                                                         "evaluator"};
+const std::vector<std::string> kComposeEngramServices = {"replay-0", "replay-1", "episodic-store",
+                                                         "learner",  "actor",    "evaluator"};
+const std::vector<std::string> kK8sEngramWorkloads = {
+    "StatefulSet/replay", "StatefulSet/episodic-store", "StatefulSet/learner", "Deployment/actor",
+    "Deployment/evaluator"};
+// The flags naming a directory a server keeps its state in: it must be on a volume.
+constexpr const char* kStateDirFlags[] = {"checkpoint_dir", "snapshot_dir", "runs_dir"};
 constexpr char kMetricsPort[] = "9100";
 
 // ---- helpers ---------------------------------------------------------------------------
@@ -356,7 +361,8 @@ TEST_F(DeployConfigTest, ComposeCommandsParseWithTheBuiltBinaries) {
       ++health_commands;
     }
   }
-  EXPECT_GE(health_commands, 3) << "replay-0, replay-1 and the learner check grpc health";
+  EXPECT_GE(health_commands, 4)
+      << "replay-0, replay-1, the episodic store and the learner check grpc health";
 }
 
 TEST_F(DeployConfigTest, ComposeAddressesPortsAndScrapeTargetsAgree) {
@@ -393,6 +399,18 @@ TEST_F(DeployConfigTest, ComposeAddressesPortsAndScrapeTargetsAgree) {
     absl::Duration grace;
     EXPECT_TRUE(absl::ParseDuration(Str(service["stop_grace_period"]), &grace));
     EXPECT_GE(grace, absl::Seconds(60)) << "time for the final checkpoint";
+
+    // Checkpoints, snapshots and runs outlive the container: a volume is mounted there.
+    for (const char* flag : kStateDirFlags) {
+      const std::optional<std::string> dir = Flag(command, flag);
+      if (!dir) continue;
+      bool mounted = false;
+      for (const std::string& volume : Strings(service["volumes"])) {
+        const std::vector<std::string> parts = absl::StrSplit(volume, ':');
+        mounted |= parts.size() >= 2 && parts[1] == *dir;
+      }
+      EXPECT_TRUE(mounted) << "--" << flag << "=" << *dir << " is on no volume";
+    }
 
     // Every address names a service listening on that port; the services it talks to
     // start first and are healthy.
@@ -442,6 +460,16 @@ TEST_F(DeployConfigTest, ComposeAddressesPortsAndScrapeTargetsAgree) {
   EXPECT_FALSE(actor["container_name"]) << "a fixed name prevents --scale";
   EXPECT_FALSE(actor["ports"]) << "fixed host ports prevent --scale";
   EXPECT_EQ(Flag(Strings(services.at("evaluator")["command"]), "role"), "evaluation");
+  // The episodic store keeps snapshots, and the actors (of episodic-control experiments) start
+  // once it is healthy.
+  const std::vector<std::string> episodic = Strings(services.at("episodic-store")["command"]);
+  EXPECT_EQ(episodic.empty() ? "" : episodic[0], "engram_episodic_store");
+  EXPECT_TRUE(Flag(episodic, "snapshot_dir").has_value());
+  for (const char* name : {"actor", "evaluator"}) {
+    EXPECT_EQ(Str(At(services.at(name), {"depends_on", "episodic-store", "condition"})),
+              "service_healthy")
+        << name << " depends_on episodic-store";
+  }
   // The CLI reaches the learner from the host.
   const int learner_port = listen_port["learner"];
   EXPECT_THAT(Strings(services.at("learner")["ports"]),
@@ -654,8 +682,7 @@ TEST_F(DeployConfigTest, K8sManifestsAreWellFormed) {
       }
     }
   }
-  EXPECT_THAT(workloads, IsSupersetOf({"StatefulSet/replay", "StatefulSet/learner",
-                                       "Deployment/actor", "Deployment/evaluator"}));
+  EXPECT_THAT(workloads, IsSupersetOf(kK8sEngramWorkloads));
 
   for (const K8sContainer& c : Containers(objects)) {
     SCOPED_TRACE(absl::StrCat(c.workload, " container ", Str(c.container["name"])));
@@ -703,7 +730,8 @@ TEST_F(DeployConfigTest, K8sCommandsParseWithTheBuiltBinaries) {
     ExpectFlagsParse(c.command);
     ++checked;
   }
-  EXPECT_GE(checked, 4) << "replay, learner, actor and evaluator run the engram image";
+  EXPECT_GE(checked, static_cast<int>(kK8sEngramWorkloads.size()))
+      << "replay, episodic store, learner, actor and evaluator run the engram image";
 }
 
 TEST_F(DeployConfigTest, K8sAddressesProbesAndScrapeAnnotationsAgree) {
@@ -758,6 +786,20 @@ TEST_F(DeployConfigTest, K8sAddressesProbesAndScrapeAnnotationsAgree) {
         EXPECT_EQ(Str(At(p, {"httpGet", "path"})), "/metrics") << probe;
         EXPECT_EQ(ProbePort(c, p), metrics) << probe;
       }
+    }
+    // Checkpoints, snapshots and runs outlive the pod: a volume is mounted there.
+    for (const char* flag : kStateDirFlags) {
+      const std::optional<std::string> dir = Flag(c.command, flag);
+      if (!dir) continue;
+      bool mounted = false;
+      for (const YAML::Node& mount : c.container["volumeMounts"]) {
+        mounted |= Str(mount["mountPath"]) == *dir;
+      }
+      EXPECT_TRUE(mounted) << "--" << flag << "=" << *dir << " is on no volume";
+    }
+    if (!c.command.empty() && c.command[0] == "engram_episodic_store") {
+      EXPECT_TRUE(statefulset) << "its snapshots need a volume that outlives the pod";
+      EXPECT_TRUE(Flag(c.command, "snapshot_dir").has_value());
     }
     if (!c.command.empty() && c.command[0] == "engram_replay_server") {
       EXPECT_TRUE(statefulset) << "shards need stable names";
