@@ -42,6 +42,8 @@ struct ApexActorOptions {
   std::vector<std::string> replay_addresses;
   // The learner (ParameterService and ActorService).
   std::string learner_address;
+  // The episodic store (episodic_control experiments).
+  std::string episodic_address;
   ChannelOptions channel;
   // How long to wait for the learner's first weights before giving up (UNAVAILABLE).
   absl::Duration first_weights_timeout = absl::Minutes(5);

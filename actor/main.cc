@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "actor/apex_actor.h"
+#include "actor/episodic_actor.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -52,6 +53,9 @@ ABSL_FLAG(absl::Duration, first_weights_timeout, absl::Minutes(5),
 ABSL_FLAG(int64_t, evaluation_max_episode_steps, 27000,
           "Evaluation actors: steps after which an evaluation episode is cut and reported as "
           "truncated (0: only the environment's own limit).");
+ABSL_FLAG(std::string, episodic_address, "",
+          "host:port of the episodic store (engram_episodic_store); needed by episodic_control "
+          "experiments, unused by others.");
 ABSL_FLAG(std::string, name, "",
           "Pool mode: this actor's name in the learner's logs; empty means the host name.");
 ABSL_FLAG(absl::Duration, log_interval, absl::Seconds(30),
@@ -61,6 +65,13 @@ namespace engram::actor {
 namespace {
 
 constexpr char kProgram[] = "engram_actor";
+
+// The actor loop of the experiment's algorithm.
+absl::Status RunActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
+                      prometheus::Registry* registry) {
+  if (options.spec.has_episodic_control()) return RunEpisodicActor(options, stop, registry);
+  return RunApexActor(options, stop, registry);
+}
 
 // Sleeps up to `d`; false when `stop` became true.
 bool SleepUnlessStopped(absl::Duration d, const std::atomic<bool>& stop) {
@@ -139,7 +150,7 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
                      options.role == v1::ACTOR_ROLE_TRAINING
                          ? absl::StrCat(" (replay shard ", assignment.replay_shard(), ")")
                          : ""));
-    const absl::Status run = RunApexActor(options, stop, registry);
+    const absl::Status run = RunActor(options, stop, registry);
     if (!run.ok()) {
       Log(absl::StrCat("experiment \"", assignment.experiment_id(),
                        "\" ended with an error: ", run.ToString()));
@@ -198,6 +209,7 @@ int Run(int argc, char** argv) {
     }
   }
   options.learner_address = absl::GetFlag(FLAGS_learner_address);
+  options.episodic_address = absl::GetFlag(FLAGS_episodic_address);
   if (options.learner_address.empty()) Exit(2, "--learner_address: required");
   options.first_weights_timeout = absl::GetFlag(FLAGS_first_weights_timeout);
   options.evaluation_max_episode_steps = absl::GetFlag(FLAGS_evaluation_max_episode_steps);
@@ -218,7 +230,7 @@ int Run(int argc, char** argv) {
     std::fflush(nullptr);
     return 0;
   }
-  const absl::Status status = RunApexActor(options, shutdown.flag(), &(*metrics)->registry());
+  const absl::Status status = RunActor(options, shutdown.flag(), &(*metrics)->registry());
   if (!status.ok()) {
     Exit(absl::IsInvalidArgument(status) ? 2 : 1, status.ToString());
   }

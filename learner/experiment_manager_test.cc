@@ -85,7 +85,8 @@ TEST_F(ExperimentManagerTest, SubmitValidatesResolvesAndQueues) {
   absl::StatusOr<v1::SubmitExperimentResponse> shards =
       manager->Submit(Request("shards", "replay { num_shards: 3 }"));
   ASSERT_TRUE(absl::IsInvalidArgument(shards.status()));
-  EXPECT_THAT(std::string(shards.status().message()), StartsWith("replay.num_shards: this learner's cluster"));
+  EXPECT_THAT(std::string(shards.status().message()),
+              StartsWith("replay.num_shards: this learner's cluster"));
   // Algorithms the learner does not run are refused.
   v1::SubmitExperimentRequest meta = Request("meta");
   meta.mutable_spec()->clear_apex_dqn();

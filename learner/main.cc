@@ -29,6 +29,7 @@
 #include "learner/apex_learner.h"
 #include "learner/core/compute_threads.h"
 #include "learner/core/host_allocator.h"
+#include "learner/episodic_control_run.h"
 #include "learner/experiment_manager.h"
 #include "learner/experiment_spec.h"
 #include "learner/parameter_service.h"
@@ -74,12 +75,13 @@ namespace {
 
 constexpr char kProgram[] = "engram_learner";
 
-// This learner trains Ape-X DQN; the other algorithms are specified but not run yet.
+// This learner runs Ape-X DQN and episodic control; meta_rl and ewc are specified but not
+// run yet.
 absl::Status Supports(const v1::ExperimentSpec& spec) {
-  if (!spec.has_apex_dqn()) {
+  if (!spec.has_apex_dqn() && !spec.has_episodic_control()) {
     return absl::InvalidArgumentError(
-        "algorithm: this learner runs apex_dqn experiments (meta_rl, ewc and episodic_control "
-        "are not supported by this version)");
+        "algorithm: this learner runs apex_dqn and episodic_control experiments (meta_rl and "
+        "ewc are not supported by this version)");
   }
   return absl::OkStatus();
 }
@@ -90,6 +92,20 @@ absl::Status RunExperiment(const ExperimentManager::Run& run, ApexLearnerOptions
                            ExperimentManager* manager, ParameterServiceImpl* parameters,
                            prometheus::Registry* registry, bool drop_tables_at_end) {
   const std::string& id = run.spec.id();
+  if (run.spec.has_episodic_control()) {
+    // No networks, no replay: the books only (counters restart with a restarted learner).
+    auto state = std::make_shared<RunState>(run.spec, RunCounters{});
+    if (!manager->Started(id, state)) return absl::OkStatus();
+    const absl::Status status =
+        RunEpisodicControl({.output_dir = run.dir,
+                            .csv_interval = options.csv_interval,
+                            .log_interval = options.log_interval,
+                            .final_evaluation_timeout = options.final_evaluation_timeout,
+                            .registry = registry},
+                           state.get(), manager->stop_running());
+    manager->Ended(id, status);
+    return status;
+  }
   options.spec = run.spec;
   options.output_dir = run.dir;
   absl::StatusOr<std::optional<FoundCheckpoint>> restore = FindCheckpoint(run.spec);

@@ -24,7 +24,9 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/server.h"
 #include "common/subprocess.h"
+#include "episodic_store/client.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -127,6 +129,10 @@ class ClusterOpsTest : public ::testing::Test {
     absl::StatusOr<std::string> up = cluster_->WaitForLine("learner at ", absl::Seconds(60));
     ASSERT_TRUE(up.ok()) << up.status() << "\n" << cluster_->ReadStderr();
     server_ = std::string(absl::StripAsciiWhitespace(up->substr(0, up->find(','))));
+    const size_t store = up->find("episodic store at ");
+    ASSERT_NE(store, std::string::npos) << *up;
+    const size_t from = store + std::string("episodic store at ").size();
+    episodic_ = up->substr(from, up->find(';', from) - from);
   }
 
   void TearDown() override {
@@ -167,6 +173,7 @@ class ClusterOpsTest : public ::testing::Test {
   std::unique_ptr<Subprocess> cluster_;
   std::unique_ptr<Subprocess> prometheus_;
   std::string server_;
+  std::string episodic_;  // the episodic store's host:port
 };
 
 TEST_F(ClusterOpsTest, SubmitWatchResultsAndCancelWithTheEngramTool) {
@@ -267,6 +274,27 @@ TEST_F(ClusterOpsTest, PrometheusAnswersEveryDashboardQuery) {
 
   ASSERT_EQ(Engram({"submit", WriteSpec(dir_, "long", 50'000'000), "--id=watched"}).exit_code, 0);
   ASSERT_TRUE(WaitRunning("watched"));
+  // The episodic store's panels need a memory with keys and some lookups.
+  {
+    auto channel = CreateChannel(episodic_, ChannelOptions());
+    ASSERT_TRUE(channel.ok());
+    v1::MemorySpec spec;
+    spec.set_name("panels");
+    spec.set_key_dim(4);
+    spec.set_num_actions(2);
+    spec.set_capacity_per_action(100);
+    spec.set_update_rule(v1::UPDATE_RULE_MFEC_MAX);
+    spec.set_kernel(v1::KERNEL_MEAN);
+    spec.set_index(v1::INDEX_KIND_APPROXIMATE);
+    auto client = episodic::EpisodicClient::Connect(*channel, {.spec = spec, .write_batch = 8});
+    ASSERT_TRUE(client.ok()) << client.status();
+    for (int i = 0; i < 8; ++i) {
+      const std::vector<float> key = {static_cast<float>(i), 0, 1, 2};
+      ASSERT_TRUE((*client)->Write(key.data(), i % 2, static_cast<float>(i)).ok());
+    }
+    const std::vector<float> query = {1, 0, 1, 2};
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE((*client)->LookupAll(query.data(), 1, 3).ok());
+  }
   EXPECT_EQ(Engram({"status", "not-there"}).exit_code, 3);  // a NOT_FOUND for the errors panel
 
   // Every panel's query, from the dashboard Grafana is provisioned with.
@@ -323,7 +351,8 @@ TEST_F(ClusterOpsTest, PrometheusAnswersEveryDashboardQuery) {
   ASSERT_TRUE(absl::SimpleAtod(
       result.values(0).struct_value().fields().at("value").list_value().values(1).string_value(),
       &processes));
-  EXPECT_EQ(processes, 6) << "2 replay shards, the learner, 2 actors, the evaluation actor";
+  EXPECT_EQ(processes, 7)
+      << "2 replay shards, the episodic store, the learner, 2 actors, the evaluation actor";
   EXPECT_EQ(Engram({"cancel", "watched"}).exit_code, 0);
 }
 

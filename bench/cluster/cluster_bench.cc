@@ -36,6 +36,9 @@ ABSL_FLAG(std::string, targets, "",
           "Comma-separated target evaluation returns, one per spec (empty or 0: none); "
           "time-to-target is the wall time of the first evaluation whose mean reaches it.");
 ABSL_FLAG(absl::Duration, max_wall_time, absl::Minutes(3), "Wall time of each run.");
+ABSL_FLAG(int64_t, max_frames, 0,
+          "Training frames of each run (0: the spec's); the run ends at whichever limit comes "
+          "first.");
 ABSL_FLAG(std::string, out_dir, "/tmp/engram-cluster-bench",
           "Run directories (one per spec, replaced) with logs and CSV files.");
 ABSL_FLAG(std::string, json, "", "Write the results as JSON to this path.");
@@ -114,6 +117,7 @@ int Main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<Subprocess>> run =
         Subprocess::Start({ENGRAM_BIN, "local", specs[i],
                            absl::StrCat("--max_wall_time=", absl::FormatDuration(wall)),
+                           absl::StrCat("--max_frames=", absl::GetFlag(FLAGS_max_frames)),
                            absl::StrCat("--run_dir=", run_dir.string()), "--progress_interval=1h",
                            "--learner_flags=--csv_interval=5s"},
                           (run_dir / "launcher.err").string());

@@ -54,8 +54,8 @@ ABSL_FLAG(bool, evaluation, true, "local: start an evaluation actor (--noevaluat
 ABSL_FLAG(absl::Duration, progress_interval, absl::Seconds(10),
           "local: time between progress lines.");
 ABSL_FLAG(std::string, bin_dir, "",
-          "local: directory of engram_replay_server, engram_learner and engram_actor; default "
-          "the directory of this program.");
+          "local: directory of engram_replay_server, engram_learner, engram_actor and "
+          "engram_episodic_store; default the directory of this program.");
 ABSL_FLAG(std::string, learner_flags, "",
           "local: extra flags for the learner, space-separated (e.g. \"--log_interval=5s\").");
 ABSL_FLAG(std::string, actor_flags, "", "local: extra flags for every actor, space-separated.");

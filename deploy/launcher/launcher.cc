@@ -79,6 +79,9 @@ class LocalCluster {
     }
     const std::string replay_flag =
         absl::StrCat("--replay_addresses=", absl::StrJoin(replay_addresses, ","));
+    ENGRAM_ASSIGN_OR_RETURN(
+        episodic_address_,
+        StartServer("episodic-store", "engram_episodic_store", {"--address=127.0.0.1:0"}, ""));
     std::vector<std::string> learner_args = {"--address=127.0.0.1:0", replay_flag,
                                              absl::StrCat("--runs_dir=", run_dir_)};
     if (!options_.device.empty())
@@ -86,7 +89,8 @@ class LocalCluster {
     ENGRAM_ASSIGN_OR_RETURN(learner_address_, StartServer("learner", "engram_learner", learner_args,
                                                           options_.learner_flags));
     const std::vector<std::string> actor_common = {
-        replay_flag, absl::StrCat("--learner_address=", learner_address_)};
+        replay_flag, absl::StrCat("--learner_address=", learner_address_),
+        absl::StrCat("--episodic_address=", episodic_address_)};
     for (int i = 0; i < actors; ++i) {
       std::vector<std::string> args = actor_common;
       args.push_back(absl::StrCat("--name=actor-", i));
@@ -102,12 +106,13 @@ class LocalCluster {
     ENGRAM_RETURN_IF_ERROR(WriteTargets());
     if (serve) {
       std::printf(
-          "cluster up: %d replay shard(s), learner at %s, %d actor(s)%s; logs in %s/logs\n"
+          "cluster up: %d replay shard(s), learner at %s, %d actor(s)%s, episodic store at %s; "
+          "logs in %s/logs\n"
           "submit experiments with `engram submit SPEC.textproto --server=%s`; Ctrl-C stops "
           "the cluster\n",
           shards, learner_address_.c_str(), actors,
-          options_.evaluation ? " + 1 evaluation actor" : "", run_dir_.c_str(),
-          learner_address_.c_str());
+          options_.evaluation ? " + 1 evaluation actor" : "", episodic_address_.c_str(),
+          run_dir_.c_str(), learner_address_.c_str());
       std::fflush(stdout);
       return Serve();
     }
@@ -166,6 +171,7 @@ class LocalCluster {
     for (const Child& child : children_) {
       const std::string component = absl::StartsWith(child.name, "replay") ? "replay"
                                     : child.name == "learner"              ? "learner"
+                                    : child.name == "episodic-store"       ? "episodic_store"
                                                                            : "actor";
       groups.push_back(absl::StrFormat(
           R"(  {"targets": ["127.0.0.1:%d"], "labels": {"component": "%s", "process": "%s"}})",
@@ -367,7 +373,11 @@ class LocalCluster {
     stop([](const Child& c) { return absl::StartsWith(c.name, "actor") || c.name == "eval"; },
          absl::Seconds(40));
     stop([](const Child& c) { return c.name == "learner"; }, absl::Seconds(60));
-    stop([](const Child& c) { return absl::StartsWith(c.name, "replay"); }, absl::Seconds(30));
+    stop(
+        [](const Child& c) {
+          return absl::StartsWith(c.name, "replay") || c.name == "episodic-store";
+        },
+        absl::Seconds(30));
   }
 
   void PrintSummary(const LocalRunResult& result) {
@@ -383,9 +393,11 @@ class LocalCluster {
     };
     row("environment", spec_.environment().name());
     row("frames", absl::StrFormat("%d (%.0f/s over the run)", s.frames(), s.frames() / seconds));
-    row("learner updates",
-        absl::StrFormat("%d (%.1f/s, batch %d)", s.learner_updates(), s.learner_updates() / seconds,
-                        spec_.apex_dqn().batch_size()));
+    if (spec_.has_apex_dqn()) {
+      row("learner updates",
+          absl::StrFormat("%d (%.1f/s, batch %d)", s.learner_updates(),
+                          s.learner_updates() / seconds, spec_.apex_dqn().batch_size()));
+    }
     for (const auto& [name, value] : cli::LearningRows(s)) row(name.c_str(), value);
     row("learning curve", (fs::path(experiment_dir()) / "progress.csv").string());
     row("evaluations", (fs::path(experiment_dir()) / "evaluations.csv").string());
@@ -408,6 +420,7 @@ class LocalCluster {
   const absl::Time start_ = absl::Now();
   std::vector<Child> children_;
   std::string learner_address_;
+  std::string episodic_address_;
   std::unique_ptr<v1::ExperimentService::Stub> stub_;
   v1::ExperimentStatus last_status_;
 };
@@ -415,7 +428,8 @@ class LocalCluster {
 }  // namespace
 
 absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, ShutdownSignal* shutdown) {
-  for (const char* binary : {"engram_replay_server", "engram_learner", "engram_actor"}) {
+  for (const char* binary :
+       {"engram_replay_server", "engram_learner", "engram_actor", "engram_episodic_store"}) {
     if (!fs::exists(fs::path(options.bin_dir) / binary)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "bin_dir: no ", binary, " in \"", options.bin_dir, "\" (build the project first)"));
@@ -435,9 +449,10 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, Shutdown
     return cluster.Run();
   }
   ENGRAM_ASSIGN_OR_RETURN(v1::ExperimentSpec spec, learner::ReadExperimentSpec(options.spec_path));
-  if (!spec.has_apex_dqn()) {
+  if (!spec.has_apex_dqn() && !spec.has_episodic_control()) {
     return absl::InvalidArgumentError(
-        "algorithm: the local launcher runs apex_dqn experiments in this version");
+        "algorithm: the local launcher runs apex_dqn and episodic_control experiments in this "
+        "version");
   }
   if (options.max_wall_time > absl::ZeroDuration()) {
     spec.mutable_budget()->mutable_max_wall_time()->set_seconds(

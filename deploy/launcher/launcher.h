@@ -4,10 +4,10 @@
 // The local launcher: a whole Engram cluster on one machine from one ExperimentSpec.
 //
 // Starts, as child processes on loopback, the topology of docker-compose.yml: replay.num_shards
-// replay shards, a learner in server mode (--runs_dir=<run_dir>), actors.num_actors pool
-// actors and one evaluation actor, each with its own log file under <run_dir>/logs; then
-// submits the spec to the learner's ExperimentService, and the learner assigns the actors.
-// While the run goes it prints a progress line (frames/s, updates/s, policy lag, recent
+// replay shards, the episodic store, a learner in server mode (--runs_dir=<run_dir>),
+// actors.num_actors pool actors and one evaluation actor, each with its own log file under
+// <run_dir>/logs; then submits the spec to the learner's ExperimentService, and the learner assigns
+// the actors. While the run goes it prints a progress line (frames/s, updates/s, policy lag, recent
 // returns) from ExperimentService.Get; `engram status ID --watch --server=...` works too.
 // It ends when the experiment ends (budget spent, or `engram cancel`), when asked to stop
 // (Ctrl-C / SIGTERM), or when a process dies (its log's last lines are shown); children
@@ -30,7 +30,8 @@ struct LocalRunOptions {
   std::string spec_path;
   int shards = 2;
   int actors = 2;
-  // Directory of the engram_replay_server, engram_learner and engram_actor binaries.
+  // Directory of the engram_replay_server, engram_learner, engram_actor and
+  // engram_episodic_store binaries.
   std::string bin_dir;
   // Run directory: the resolved spec, logs/, and the experiment's directory <id>/ with
   // progress.csv, evaluations.csv, experiment.textproto and (when the spec enables

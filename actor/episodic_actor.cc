@@ -1,0 +1,312 @@
+#include "actor/episodic_actor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "actor/envs/vector_env.h"
+#include "actor/reporter.h"
+#include "common/metrics.h"
+#include "common/process.h"
+#include "common/server.h"
+#include "common/status_macros.h"
+#include "episodic_store/client.h"
+#include "learner/experiment_spec.h"
+
+namespace engram::actor {
+namespace {
+
+// A connection to the store's memory, the projection, and the progress reporter.
+struct Episodic {
+  std::unique_ptr<episodic::EpisodicClient> store;
+  std::unique_ptr<ProgressReporter> reporter;
+  std::unique_ptr<RandomProjection> projection;
+  envs::EnvSpec env_spec;
+  int k = 50;
+};
+
+absl::StatusOr<Episodic> Connect(const ApexActorOptions& options) {
+  if (options.episodic_address.empty()) {
+    return absl::InvalidArgumentError(
+        "episodic_address: episodic_control experiments need the episodic store's address "
+        "(--episodic_address)");
+  }
+  Episodic e;
+  const v1::EnvironmentSpec& env = options.spec.environment();
+  {
+    ENGRAM_ASSIGN_OR_RETURN(
+        auto probe, envs::MakeEnv(env.name(), {env.options().begin(), env.options().end()}));
+    e.env_spec = probe->spec();
+  }
+  const v1::EpisodicControlConfig& config = options.spec.episodic_control();
+  e.k = config.has_k() ? config.k() : 50;
+  e.projection = std::make_unique<RandomProjection>(e.env_spec.observation_elements(),
+                                                    config.has_key_dim() ? config.key_dim() : 64,
+                                                    options.spec.seed());
+  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> store,
+                          CreateChannel(options.episodic_address, options.channel));
+  ENGRAM_ASSIGN_OR_RETURN(
+      e.store, episodic::EpisodicClient::Connect(
+                   store, {.spec = EpisodicMemorySpec(options.spec, e.env_spec.num_actions),
+                           .write_batch = 4096}));
+  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> learner,
+                          CreateChannel(options.learner_address, options.channel));
+  ENGRAM_ASSIGN_OR_RETURN(e.reporter,
+                          ProgressReporter::Create(learner, {.experiment_id = options.spec.id(),
+                                                             .actor_index = options.actor_index,
+                                                             .role = options.role}));
+  return e;
+}
+
+// Greedy on the estimates (an action with no memories counts as best), epsilon-random.
+template <typename Rng>
+int Act(const episodic::ActionValues& values, int row, double epsilon, Rng& rng) {
+  const int num_actions = values.num_actions;
+  if (std::uniform_real_distribution<double>(0, 1)(rng) < epsilon) {
+    return std::uniform_int_distribution<int>(0, num_actions - 1)(rng);
+  }
+  int best = 0;
+  float best_value = -std::numeric_limits<float>::infinity();
+  int ties = 0;
+  for (int a = 0; a < num_actions; ++a) {
+    const size_t cell = static_cast<size_t>(row) * num_actions + a;
+    const float v =
+        values.counts[cell] == 0 ? std::numeric_limits<float>::infinity() : values.estimates[cell];
+    if (v > best_value) {
+      best_value = v;
+      best = a;
+      ties = 1;
+    } else if (v == best_value && std::uniform_int_distribution<int>(0, ties++)(rng) == 0) {
+      best = a;  // uniform among equals (reservoir)
+    }
+  }
+  return best;
+}
+
+// Keys of all environments' current observations, [B, key_dim].
+void ProjectAll(const Episodic& e, const envs::VectorEnv& vec, std::vector<float>* keys) {
+  const int dim = e.projection->key_dim();
+  keys->resize(static_cast<size_t>(vec.num_envs()) * dim);
+  const bool is_float = e.env_spec.observation_dtype == envs::DType::kFloat32;
+  for (int j = 0; j < vec.num_envs(); ++j) {
+    e.projection->Project(vec.observation(j), is_float, keys->data() + j * dim);
+  }
+}
+
+absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std::atomic<bool>& stop,
+                         prometheus::Registry* registry) {
+  const v1::EpisodicControlConfig& config = options.spec.episodic_control();
+  const double epsilon = config.has_epsilon() ? config.epsilon() : 0.005;
+  const double gamma = config.has_gamma() ? config.gamma() : 0.99;
+  const v1::EnvironmentSpec& env = options.spec.environment();
+  const int num_envs = options.spec.actors().envs_per_actor();
+  ENGRAM_ASSIGN_OR_RETURN(
+      std::unique_ptr<envs::VectorEnv> vec,
+      envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, num_envs));
+  vec->Reset(learner::TrainingEnvSeed(options.spec, options.actor_index, 0));
+  std::mt19937_64 rng(learner::TrainingEnvSeed(options.spec, options.actor_index, 0) ^ 0xec);
+  const int dim = e.projection->key_dim();
+  prometheus::Counter* frames_metric = nullptr;
+  prometheus::Counter* episodes_metric = nullptr;
+  if (registry != nullptr) {
+    frames_metric = &AddCounter(*registry, "actor_frames_total",
+                                "Environment steps taken, summed over the actor's environments.")
+                         .Add({{"role", "training"}});
+    episodes_metric = &AddCounter(*registry, "actor_episodes_total", "Episodes finished.")
+                           .Add({{"role", "training"}});
+  }
+  // Per environment: the episode so far.
+  struct Episode {
+    std::vector<float> keys;
+    std::vector<int32_t> actions;
+    std::vector<float> rewards;
+    double total = 0;
+  };
+  std::vector<Episode> episodes(num_envs);
+  std::vector<float> keys;
+  std::vector<int> actions(num_envs);
+  int64_t frames = 0, finished = 0;
+  double recent = 0;
+  absl::Time next_log = absl::Now() + options.log_interval;
+  Log(absl::StrFormat("episodic control actor %d: %d x %s, epsilon %g, k %d, key dim %d",
+                      options.actor_index, num_envs, env.name(), epsilon, e.k, dim));
+  while (!stop.load() && !e.reporter->stop_requested()) {
+    ProjectAll(e, *vec, &keys);
+    ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
+                            e.store->LookupAll(keys.data(), num_envs, e.k));
+    for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
+    ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
+    for (int j = 0; j < num_envs; ++j) {
+      Episode& episode = episodes[j];
+      episode.keys.insert(episode.keys.end(), keys.begin() + j * dim, keys.begin() + (j + 1) * dim);
+      episode.actions.push_back(actions[j]);
+      episode.rewards.push_back(vec->rewards()[j]);
+      episode.total += vec->rewards()[j];
+      if (!vec->done(j)) continue;
+      // Discounted returns from every step, written with the step's key and action.
+      double g = 0;
+      const int64_t length = static_cast<int64_t>(episode.actions.size());
+      std::vector<float> returns(length);
+      for (int64_t t = length - 1; t >= 0; --t) {
+        g = episode.rewards[t] + gamma * g;
+        returns[t] = static_cast<float>(g);
+      }
+      for (int64_t t = 0; t < length; ++t) {
+        ENGRAM_RETURN_IF_ERROR(
+            e.store->Write(episode.keys.data() + t * dim, episode.actions[t], returns[t]));
+      }
+      ENGRAM_RETURN_IF_ERROR(e.store->Flush());
+      v1::EpisodeResult result;
+      result.set_episode_return(episode.total);
+      result.set_length(length);
+      result.set_env_index(j);
+      result.set_epsilon(epsilon);
+      result.set_truncated(vec->truncated()[j] != 0);
+      e.reporter->AddEpisode(result);
+      if (episodes_metric != nullptr) episodes_metric->Increment();
+      recent = finished == 0 ? episode.total : 0.95 * recent + 0.05 * episode.total;
+      ++finished;
+      episode = Episode();
+    }
+    frames += num_envs;
+    e.reporter->AddFrames(num_envs);
+    if (frames_metric != nullptr) frames_metric->Increment(num_envs);
+    if (options.log_interval > absl::ZeroDuration() && absl::Now() >= next_log) {
+      Log(absl::StrFormat("actor %d: %d frames, %d episodes, recent return %.2f",
+                          options.actor_index, frames, finished, recent));
+      next_log = absl::Now() + options.log_interval;
+    }
+  }
+  Log(absl::StrFormat("actor %d: stopping after %d frames (%s)", options.actor_index, frames,
+                      e.reporter->stop_requested() ? "the run is over" : "asked to stop"));
+  absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(5));
+  if (!flushed.ok()) Log(absl::StrCat("progress report: ", flushed.ToString()));
+  return absl::OkStatus();
+}
+
+absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
+                            const std::atomic<bool>& stop) {
+  const v1::EvaluationSpec& evaluation = options.spec.evaluation();
+  const v1::EnvironmentSpec& env = options.spec.environment();
+  const int dim = e.projection->key_dim();
+  int64_t done_index = 0;
+  v1::ActorReportResponse seen;
+  std::vector<float> keys;
+  while (!stop.load()) {
+    seen = e.reporter->WaitForResponseChange(seen, absl::Milliseconds(500));
+    if (seen.stop()) break;
+    if (seen.evaluation_index() <= done_index) continue;
+    const int64_t index = seen.evaluation_index();
+    const int count = evaluation.episodes();
+    ENGRAM_ASSIGN_OR_RETURN(
+        std::unique_ptr<envs::VectorEnv> vec,
+        envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, count));
+    vec->Reset(learner::EvaluationEnvSeed(options.spec, static_cast<int>((index - 1) * count)));
+    std::mt19937_64 rng(learner::EvaluationEnvSeed(options.spec, 0) + static_cast<uint64_t>(index));
+    std::vector<v1::EpisodeResult> results(count);
+    std::vector<bool> ended(count, false);
+    std::vector<double> returns(count, 0);
+    std::vector<int> actions(count, 0);
+    int remaining = count;
+    const int64_t cap = options.evaluation_max_episode_steps;
+    for (int64_t step = 1; remaining > 0 && !stop.load(); ++step) {
+      ProjectAll(e, *vec, &keys);
+      ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
+                              e.store->LookupAll(keys.data(), count, e.k));
+      for (int j = 0; j < count; ++j) actions[j] = Act(values, j, evaluation.epsilon(), rng);
+      ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
+      for (int j = 0; j < count; ++j) {
+        if (ended[j]) continue;
+        returns[j] += vec->rewards()[j];
+        const bool cut = cap > 0 && step >= cap;
+        if (!vec->done(j) && !cut) continue;
+        ended[j] = true;
+        --remaining;
+        results[j].set_episode_return(returns[j]);
+        results[j].set_length(step);
+        results[j].set_env_index(j);
+        results[j].set_epsilon(evaluation.epsilon());
+        results[j].set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
+      }
+    }
+    if (remaining > 0) break;  // interrupted
+    double sum = 0;
+    for (const v1::EpisodeResult& r : results) sum += r.episode_return();
+    Log(absl::StrFormat("evaluation %d (at %d frames): mean return %.2f over %d episodes", index,
+                        seen.frames(), sum / count, count));
+    e.reporter->CompleteEvaluation(index, std::move(results));
+    done_index = index;
+    absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(30));
+    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
+    (void)dim;
+  }
+  (void)e.reporter->Flush(absl::Now() + absl::Seconds(5));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+RandomProjection::RandomProjection(int64_t input_size, int key_dim, uint64_t seed)
+    : input_size_(input_size), key_dim_(key_dim), matrix_(input_size * key_dim) {
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::normal_distribution<float> normal(0, 1.0f / std::sqrt(static_cast<float>(key_dim)));
+  for (float& x : matrix_) x = normal(rng);
+}
+
+void RandomProjection::Project(const uint8_t* observation, bool is_float, float* key) const {
+  std::fill(key, key + key_dim_, 0.0f);
+  for (int64_t i = 0; i < input_size_; ++i) {
+    float x;
+    if (is_float) {
+      std::memcpy(&x, observation + i * sizeof(float), sizeof(float));
+    } else {
+      x = observation[i];
+    }
+    if (x == 0) continue;  // MinAtar observations are mostly zeros
+    const float* row = matrix_.data() + i * key_dim_;
+    for (int d = 0; d < key_dim_; ++d) key[d] += x * row[d];
+  }
+}
+
+v1::MemorySpec EpisodicMemorySpec(const v1::ExperimentSpec& resolved, int num_actions) {
+  const v1::EpisodicControlConfig& config = resolved.episodic_control();
+  v1::MemorySpec spec;
+  std::string name = absl::StrCat("ec_", resolved.id());
+  std::replace(name.begin(), name.end(), '-', '_');
+  spec.set_name(name.substr(0, 64));
+  spec.set_key_dim(config.has_key_dim() ? config.key_dim() : 64);
+  spec.set_num_actions(num_actions);
+  spec.set_capacity_per_action(config.has_capacity_per_action() ? config.capacity_per_action()
+                                                                : 1000000);
+  spec.set_update_rule(config.update_rule() == v1::UPDATE_RULE_UNSPECIFIED
+                           ? v1::UPDATE_RULE_MFEC_MAX
+                           : config.update_rule());
+  spec.set_kernel(config.kernel() == v1::KERNEL_UNSPECIFIED ? v1::KERNEL_MEAN : config.kernel());
+  spec.set_index(config.index() == v1::INDEX_KIND_UNSPECIFIED ? v1::INDEX_KIND_APPROXIMATE
+                                                              : config.index());
+  spec.set_default_k(config.has_k() ? config.k() : 50);
+  return spec;
+}
+
+absl::Status RunEpisodicActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
+                              prometheus::Registry* registry) {
+  if (!options.spec.has_episodic_control()) {
+    return absl::InvalidArgumentError("algorithm: this actor loop runs episodic_control only");
+  }
+  const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
+  if (training &&
+      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
+                     ") for a training actor, got ", options.actor_index));
+  }
+  ENGRAM_ASSIGN_OR_RETURN(Episodic e, Connect(options));
+  if (!training) return RunEvaluations(options, std::move(e), stop);
+  return RunTraining(options, std::move(e), stop, registry);
+}
+
+}  // namespace engram::actor
