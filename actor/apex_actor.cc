@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "actor/envs/vector_env.h"
+#include "actor/episodic_actor.h"
 #include "actor/initial_priority.h"
 #include "actor/nstep.h"
 #include "actor/reporter.h"
@@ -292,6 +293,19 @@ class TrainingActor {
 
   void set_writer_target(std::string target) { writer_target_ = std::move(target); }
 
+  // apex_dqn.write_episodic: episodes also go to the episodic store.
+  void EnableEpisodicWrites(std::unique_ptr<episodic::EpisodicClient> store) {
+    episodic_ = std::move(store);
+    const v1::ExperimentSpec& spec = options_.spec;
+    projection_ = std::make_unique<RandomProjection>(
+        c_.env_spec.observation_elements(),
+        spec.episodic_control().has_key_dim() ? spec.episodic_control().key_dim() : 64,
+        spec.seed());
+    episode_writer_ = std::make_unique<EpisodeWriter>(
+        episodic_.get(), projection_.get(), num_envs_, spec.apex_dqn().gamma(),
+        c_.env_spec.observation_dtype == envs::DType::kFloat32);
+  }
+
  private:
   absl::Status Step(const std::atomic<bool>& stop) {
     const torch::Tensor q = c_.policy->Q(vec_->observations(), num_envs_);
@@ -325,6 +339,10 @@ class TrainingActor {
 
     truncated_envs_.clear();
     for (int j = 0; j < num_envs_; ++j) {
+      if (episode_writer_ != nullptr) {
+        episode_writer_->Record(j, previous_observations_.data() + j * obs_bytes_, actions_[j],
+                                vec_->rewards()[j]);
+      }
       records_[j].push_back(
           {q_taken_[j], episode_step_[j]++, c_.policy->version(), episode_id_[j]});
       const bool done = vec_->done(j);
@@ -392,6 +410,14 @@ class TrainingActor {
     c_.reporter->AddEpisode(std::move(episode));
     Increment(metrics_.episodes);
     ++episodes_;
+    if (episode_writer_ != nullptr) {
+      // The store is a side memory here: when it is unreachable the actor goes on.
+      const absl::Status written = episode_writer_->Finish(j);
+      if (!written.ok() && absl::Now() - episodic_complaint_ > absl::Minutes(1)) {
+        Log(absl::StrCat("episodic store: episode not written: ", written.ToString()));
+        episodic_complaint_ = absl::Now();
+      }
+    }
     episode_id_[j] = NonZeroRandom(id_gen_);
     episode_step_[j] = 0;
   }
@@ -453,6 +479,10 @@ class TrainingActor {
   Common c_;
   std::unique_ptr<replay::ReplayWriter> writer_;
   std::string writer_target_;
+  std::unique_ptr<episodic::EpisodicClient> episodic_;
+  std::unique_ptr<RandomProjection> projection_;
+  std::unique_ptr<EpisodeWriter> episode_writer_;
+  absl::Time episodic_complaint_ = absl::InfinitePast();
   ActorMetrics metrics_;
   const int num_envs_;
   const size_t obs_bytes_;
@@ -606,7 +636,14 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
       replay::ReplayWriter::Create(
           replay, {.table = learner::AlgorithmTable(options.spec).name(),
                    .max_items_per_request = options.spec.actors().insert_batch_size()}));
+  std::unique_ptr<episodic::EpisodicClient> episodic;
+  if (options.spec.apex_dqn().write_episodic()) {
+    ENGRAM_ASSIGN_OR_RETURN(
+        episodic, ConnectEpisodicMemory(options.episodic_address, options.channel, options.spec,
+                                        common.env_spec.num_actions));
+  }
   TrainingActor actor(options, std::move(common), std::move(writer), registry);
+  if (episodic != nullptr) actor.EnableEpisodicWrites(std::move(episodic));
   actor.set_writer_target(
       absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")"));
   return actor.Run(stop);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -30,11 +31,6 @@ struct Episodic {
 };
 
 absl::StatusOr<Episodic> Connect(const ApexActorOptions& options) {
-  if (options.episodic_address.empty()) {
-    return absl::InvalidArgumentError(
-        "episodic_address: episodic_control experiments need the episodic store's address "
-        "(--episodic_address)");
-  }
   Episodic e;
   const v1::EnvironmentSpec& env = options.spec.environment();
   {
@@ -47,12 +43,8 @@ absl::StatusOr<Episodic> Connect(const ApexActorOptions& options) {
   e.projection = std::make_unique<RandomProjection>(e.env_spec.observation_elements(),
                                                     config.has_key_dim() ? config.key_dim() : 64,
                                                     options.spec.seed());
-  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> store,
-                          CreateChannel(options.episodic_address, options.channel));
-  ENGRAM_ASSIGN_OR_RETURN(
-      e.store, episodic::EpisodicClient::Connect(
-                   store, {.spec = EpisodicMemorySpec(options.spec, e.env_spec.num_actions),
-                           .write_batch = 4096}));
+  ENGRAM_ASSIGN_OR_RETURN(e.store, ConnectEpisodicMemory(options.episodic_address, options.channel,
+                                                         options.spec, e.env_spec.num_actions));
   ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> learner,
                           CreateChannel(options.learner_address, options.channel));
   ENGRAM_ASSIGN_OR_RETURN(e.reporter,
@@ -119,14 +111,11 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
     episodes_metric = &AddCounter(*registry, "actor_episodes_total", "Episodes finished.")
                            .Add({{"role", "training"}});
   }
-  // Per environment: the episode so far.
-  struct Episode {
-    std::vector<float> keys;
-    std::vector<int32_t> actions;
-    std::vector<float> rewards;
-    double total = 0;
-  };
-  std::vector<Episode> episodes(num_envs);
+  EpisodeWriter writer(e.store.get(), e.projection.get(), num_envs, gamma,
+                       e.env_spec.observation_dtype == envs::DType::kFloat32);
+  std::vector<double> totals(num_envs, 0);
+  std::vector<int64_t> lengths(num_envs, 0);
+  std::vector<uint8_t> previous(static_cast<size_t>(num_envs) * e.env_spec.observation_bytes());
   std::vector<float> keys;
   std::vector<int> actions(num_envs);
   int64_t frames = 0, finished = 0;
@@ -139,38 +128,27 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
     ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
                             e.store->LookupAll(keys.data(), num_envs, e.k));
     for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
+    std::memcpy(previous.data(), vec->observations(), previous.size());
     ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
     for (int j = 0; j < num_envs; ++j) {
-      Episode& episode = episodes[j];
-      episode.keys.insert(episode.keys.end(), keys.begin() + j * dim, keys.begin() + (j + 1) * dim);
-      episode.actions.push_back(actions[j]);
-      episode.rewards.push_back(vec->rewards()[j]);
-      episode.total += vec->rewards()[j];
+      writer.Record(j, previous.data() + j * e.env_spec.observation_bytes(), actions[j],
+                    vec->rewards()[j]);
+      totals[j] += vec->rewards()[j];
+      ++lengths[j];
       if (!vec->done(j)) continue;
-      // Discounted returns from every step, written with the step's key and action.
-      double g = 0;
-      const int64_t length = static_cast<int64_t>(episode.actions.size());
-      std::vector<float> returns(length);
-      for (int64_t t = length - 1; t >= 0; --t) {
-        g = episode.rewards[t] + gamma * g;
-        returns[t] = static_cast<float>(g);
-      }
-      for (int64_t t = 0; t < length; ++t) {
-        ENGRAM_RETURN_IF_ERROR(
-            e.store->Write(episode.keys.data() + t * dim, episode.actions[t], returns[t]));
-      }
-      ENGRAM_RETURN_IF_ERROR(e.store->Flush());
+      ENGRAM_RETURN_IF_ERROR(writer.Finish(j));
       v1::EpisodeResult result;
-      result.set_episode_return(episode.total);
-      result.set_length(length);
+      result.set_episode_return(totals[j]);
+      result.set_length(lengths[j]);
       result.set_env_index(j);
       result.set_epsilon(epsilon);
       result.set_truncated(vec->truncated()[j] != 0);
       e.reporter->AddEpisode(result);
       if (episodes_metric != nullptr) episodes_metric->Increment();
-      recent = finished == 0 ? episode.total : 0.95 * recent + 0.05 * episode.total;
+      recent = finished == 0 ? totals[j] : 0.95 * recent + 0.05 * totals[j];
       ++finished;
-      episode = Episode();
+      totals[j] = 0;
+      lengths[j] = 0;
     }
     frames += num_envs;
     e.reporter->AddFrames(num_envs);
@@ -249,6 +227,56 @@ absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
 }
 
 }  // namespace
+
+EpisodeWriter::EpisodeWriter(episodic::EpisodicClient* store, const RandomProjection* projection,
+                             int num_envs, double gamma, bool float_observations)
+    : store_(store),
+      projection_(projection),
+      gamma_(gamma),
+      float_observations_(float_observations),
+      episodes_(num_envs) {}
+
+void EpisodeWriter::Record(int j, const uint8_t* observation, int action, float reward) {
+  Episode& episode = episodes_[j];
+  const int dim = projection_->key_dim();
+  episode.keys.resize(episode.keys.size() + dim);
+  projection_->Project(observation, float_observations_,
+                       episode.keys.data() + episode.keys.size() - dim);
+  episode.actions.push_back(action);
+  episode.rewards.push_back(reward);
+}
+
+absl::Status EpisodeWriter::Finish(int j) {
+  Episode episode = std::move(episodes_[j]);
+  episodes_[j] = Episode();
+  const int dim = projection_->key_dim();
+  const int64_t length = static_cast<int64_t>(episode.actions.size());
+  double g = 0;
+  std::vector<float> returns(length);
+  for (int64_t t = length - 1; t >= 0; --t) {
+    g = episode.rewards[t] + gamma_ * g;
+    returns[t] = static_cast<float>(g);
+  }
+  for (int64_t t = 0; t < length; ++t) {
+    ENGRAM_RETURN_IF_ERROR(
+        store_->Write(episode.keys.data() + t * dim, episode.actions[t], returns[t]));
+  }
+  written_ += length;
+  return store_->Flush();
+}
+
+absl::StatusOr<std::unique_ptr<episodic::EpisodicClient>> ConnectEpisodicMemory(
+    const std::string& address, const ChannelOptions& channel, const v1::ExperimentSpec& resolved,
+    int num_actions) {
+  if (address.empty()) {
+    return absl::InvalidArgumentError(
+        "episodic_address: this experiment uses the episodic store; give the actors its "
+        "address (--episodic_address)");
+  }
+  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> store, CreateChannel(address, channel));
+  return episodic::EpisodicClient::Connect(
+      store, {.spec = EpisodicMemorySpec(resolved, num_actions), .write_batch = 4096});
+}
 
 RandomProjection::RandomProjection(int64_t input_size, int key_dim, uint64_t seed)
     : input_size_(input_size), key_dim_(key_dim), matrix_(input_size * key_dim) {

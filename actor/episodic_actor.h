@@ -14,12 +14,16 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "actor/apex_actor.h"
+#include "common/server.h"
 #include "engram/v1/episodic.pb.h"
+#include "episodic_store/client.h"
 #include "prometheus/registry.h"
 
 namespace engram::actor {
@@ -37,6 +41,41 @@ class RandomProjection {
   int key_dim_;
   std::vector<float> matrix_;  // [input_size, key_dim]
 };
+
+// Buffers each environment's steps (key of the observation acted on, action, reward) and,
+// when an episode ends, writes every (key, action, discounted return) of it to the store:
+// the MFEC write, shared by episodic control actors and Ape-X actors that fill the store
+// too (apex_dqn.write_episodic).
+class EpisodeWriter {
+ public:
+  // `store` and `projection` must outlive the writer.
+  EpisodeWriter(episodic::EpisodicClient* store, const RandomProjection* projection, int num_envs,
+                double gamma, bool float_observations);
+  // Environment j acted with `action` on `observation` and got `reward`.
+  void Record(int j, const uint8_t* observation, int action, float reward);
+  // Environment j's episode ended: writes it (one Write request) and starts a new one.
+  absl::Status Finish(int j);
+  // Items written so far.
+  int64_t written() const { return written_; }
+
+ private:
+  struct Episode {
+    std::vector<float> keys;
+    std::vector<int32_t> actions;
+    std::vector<float> rewards;
+  };
+  episodic::EpisodicClient* store_;
+  const RandomProjection* projection_;
+  const double gamma_;
+  const bool float_observations_;
+  std::vector<Episode> episodes_;
+  int64_t written_ = 0;
+};
+
+// Connects to the experiment's memory (EpisodicMemorySpec) on the store at `address`.
+absl::StatusOr<std::unique_ptr<episodic::EpisodicClient>> ConnectEpisodicMemory(
+    const std::string& address, const ChannelOptions& channel, const v1::ExperimentSpec& resolved,
+    int num_actions);
 
 // The memory an episodic control experiment uses: named after the experiment, one action
 // per environment action, the spec's key_dim, k, capacity, rule, kernel and index.

@@ -81,7 +81,10 @@ class LocalCluster {
         absl::StrCat("--replay_addresses=", absl::StrJoin(replay_addresses, ","));
     ENGRAM_ASSIGN_OR_RETURN(
         episodic_address_,
-        StartServer("episodic-store", "engram_episodic_store", {"--address=127.0.0.1:0"}, ""));
+        StartServer("episodic-store", "engram_episodic_store",
+                    {"--address=127.0.0.1:0",
+                     absl::StrCat("--snapshot_dir=", (fs::path(run_dir_) / "episodic").string())},
+                    ""));
     std::vector<std::string> learner_args = {"--address=127.0.0.1:0", replay_flag,
                                              absl::StrCat("--runs_dir=", run_dir_)};
     if (!options_.device.empty())

@@ -33,7 +33,8 @@ struct LocalRunOptions {
   // Directory of the engram_replay_server, engram_learner, engram_actor and
   // engram_episodic_store binaries.
   std::string bin_dir;
-  // Run directory: the resolved spec, logs/, and the experiment's directory <id>/ with
+  // Run directory: the resolved spec, logs/, episodic/ (the episodic store's snapshots,
+  // restored when the directory is used again), and the experiment's directory <id>/ with
   // progress.csv, evaluations.csv, experiment.textproto and (when the spec enables
   // checkpoints) checkpoints/. Empty means runs/<experiment id>/<local time>, a fresh run;
   // an existing directory whose experiment has not ended resumes it from its checkpoint.
