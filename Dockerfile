@@ -1,5 +1,6 @@
-# One image for every Engram process: engram_replay_server, engram_learner, engram_actor and
-# the `engram` command-line tool, all in /usr/local/bin. Built from Debian 12 packages only.
+# One image for every Engram process: engram_replay_server, engram_learner, engram_actor,
+# engram_episodic_store and the `engram` command-line tool, all in /usr/local/bin. Built from
+# Debian 12 packages only.
 #
 #   docker build -t engram:latest .                   # or: docker-compose build
 #   docker build --build-arg JOBS=2 -t engram:latest . # fewer parallel compiles (LibTorch
@@ -27,24 +28,27 @@ ENV CCACHE_DISABLE=1
 RUN cmake --preset release -DENGRAM_BUILD_TESTS=OFF -DENGRAM_BUILD_BENCH=OFF \
  && cmake --build --preset release -j ${JOBS} \
  && strip --strip-unneeded build/release/bin/engram build/release/bin/engram_replay_server \
-          build/release/bin/engram_learner build/release/bin/engram_actor
+          build/release/bin/engram_learner build/release/bin/engram_actor \
+          build/release/bin/engram_episodic_store
 
 # ---- runtime stage: the shared libraries the binaries link, nothing else ----------------
 FROM debian:12
 
 ENV DEBIAN_FRONTEND=noninteractive
 # libtorch1.13: libtorch, libtorch_cpu, libc10; libgrpc++1.51 (with reflection) and
-# libgrpc29 (libgpr); libprotobuf32; libabsl20220623; libprometheus-cpp-core1.0;
+# libgrpc29 (libgpr); libprotobuf32; libabsl20220623; libprometheus-cpp-core1.0; libgomp1 for
+# the episodic store (FAISS is linked statically but uses OpenMP, and BLAS for exact search);
 # libopenblas0-pthread switches the system BLAS LibTorch calls to OpenBLAS (without it the
 # reference BLAS makes linear layers ~20x slower).
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
       libtorch1.13 libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libopenblas0-pthread \
+      libprometheus-cpp-core1.0 libopenblas0-pthread libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 
 COPY --from=build /src/build/release/bin/engram /src/build/release/bin/engram_replay_server \
                   /src/build/release/bin/engram_learner /src/build/release/bin/engram_actor \
+                  /src/build/release/bin/engram_episodic_store \
                   /usr/local/bin/
 
 # A fixed uid/gid, so that Kubernetes' fsGroup and host-mounted directories can match it.

@@ -16,6 +16,9 @@ packages=(
   libtorch-dev libopenblas0-pthread
   # metrics
   prometheus-cpp-dev
+  # the episodic store's k-NN indices: FAISS (exact search; static library, needs OpenMP and
+  # BLAS) and hnswlib (approximate, header-only)
+  libfaiss-dev libhnswlib-dev
 )
 if [ "${1:-all}" != "build" ]; then
   packages+=(
