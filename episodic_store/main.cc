@@ -39,7 +39,7 @@ ABSL_FLAG(int64_t, max_memory_bytes, int64_t{8} << 30,
           "Bytes of keys all memories may hold together (capacity x actions x key_dim x 4).");
 ABSL_FLAG(int32_t, hnsw_m, 32, "Approximate index: HNSW graph degree, >= 2.");
 ABSL_FLAG(int32_t, hnsw_ef_construction, 100, "Approximate index: candidates while inserting.");
-ABSL_FLAG(int32_t, hnsw_ef_search, 128,
+ABSL_FLAG(int32_t, hnsw_ef_search, 256,
           "Approximate index: candidates while searching (raised to k when smaller).");
 ABSL_FLAG(int32_t, threads, 1,
           "Threads FAISS's exact search may use per call (OpenMP), >= 1; gRPC calls already run "
