@@ -157,6 +157,7 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
       SleepUnlessStopped(absl::Seconds(5), stop);
     } else if (!stop.load()) {
       Log(absl::StrCat("experiment \"", assignment.experiment_id(), "\" is over"));
+      SleepUnlessStopped(absl::Seconds(1), stop);  // the learner may still be finishing it
     }
   }
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <string>
 
@@ -17,6 +18,7 @@ constexpr int kMaxKeyDim = 4096;
 constexpr int kMaxActions = 1024;
 constexpr int kMaxK = 1024;
 constexpr int64_t kMaxCapacity = int64_t{1} << 31;
+constexpr int64_t kMaxAnswerBytes = int64_t{48} << 20;  // under the default 64 MiB messages
 constexpr char kMagic[8] = {'E', 'N', 'G', 'R', 'M', 'E', 'M', '1'};
 constexpr uint64_t kEndMarker = 0x454e44454d454d31;  // "1MEMEDNE"
 
@@ -117,7 +119,12 @@ absl::Status ValidateMemorySpec(const v1::MemorySpec& spec) {
 absl::StatusOr<std::unique_ptr<Memory>> Memory::Create(const v1::MemorySpec& spec,
                                                        const HnswOptions& hnsw) {
   if (absl::Status valid = ValidateMemorySpec(spec); !valid.ok()) return valid;
-  return std::unique_ptr<Memory>(new Memory(spec, hnsw));
+  try {
+    return std::unique_ptr<Memory>(new Memory(spec, hnsw));
+  } catch (const std::exception& e) {  // std::bad_alloc, hnswlib's "Not enough memory"
+    return absl::ResourceExhaustedError(
+        absl::StrCat("spec.capacity_per_action: cannot allocate the memory: ", e.what()));
+  }
 }
 
 Memory::Memory(v1::MemorySpec spec, const HnswOptions& hnsw)
@@ -250,6 +257,15 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
   result.n = n;
   result.m = actions.empty() ? spec_.num_actions() : 1;
   result.k = k;
+  // distances, values (and keys) of every (query, column, neighbour): keep answers bounded.
+  const int64_t answer_bytes =
+      n * result.m * k * static_cast<int64_t>(sizeof(float)) * (2 + (return_keys ? dim_ : 0));
+  if (answer_bytes > kMaxAnswerBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("queries: the answer would be ", answer_bytes >> 20,
+                     " MiB (queries x actions x k", return_keys ? " x key_dim" : "", "); at most ",
+                     kMaxAnswerBytes >> 20, " MiB: send fewer queries or a smaller k"));
+  }
   const int64_t cells = n * result.m;
   result.distances.assign(cells * k, std::numeric_limits<float>::infinity());
   result.values.assign(cells * k, 0);
@@ -311,11 +327,17 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
       }
       result.counts[cell] = count;
       if (count == 0) continue;
-      if (spec_.update_rule() == v1::UPDATE_RULE_MFEC_MAX &&
-          result.distances[cell * k] <= exact_match_distance_) {
-        result.estimates[cell] = result.values[cell * k];  // the exact match's own value
-      } else {
-        result.estimates[cell] = static_cast<float>(weighted / weights);
+      result.estimates[cell] = static_cast<float>(weighted / weights);
+      if (spec_.update_rule() != v1::UPDATE_RULE_MFEC_MAX) continue;
+      // MFEC: a stored exact match gives its own value. Identical keys are found by hash
+      // (search distances of identical keys need not be exactly 0: batched exact search
+      // computes |x|^2 + |y|^2 - 2xy).
+      if (exact_match_distance_ == 0) {
+        const float* query = queries + qs[i] * dim_;
+        const int64_t slot = FindExactLocked(action, query, KeyHash(query, dim_));
+        if (slot >= 0) result.estimates[cell] = action.values[slot];
+      } else if (result.distances[cell * k] <= exact_match_distance_) {
+        result.estimates[cell] = result.values[cell * k];
       }
     }
   }

@@ -95,6 +95,30 @@ TEST(MemoryTest, MfecKeepsTheMaxAndExactMatchesReturnTheStoredValue) {
   EXPECT_FLOAT_EQ(result->estimates[0], 4);
 }
 
+// Batched exact search (>= 20 queries goes through BLAS) need not give identical keys a
+// distance of exactly 0; MFEC's exact match is found by the key itself.
+TEST(MemoryTest, MfecExactMatchHoldsInLargeBatches) {
+  auto memory = Make(Spec(v1::INDEX_KIND_EXACT, 8, 1000));
+  absl::BitGen gen(std::seed_seq{3});
+  constexpr int kKeys = 64;
+  std::vector<float> keys(kKeys * 8);
+  for (float& x : keys) x = absl::Uniform<float>(gen, 100, 1000);  // large norms
+  std::vector<int32_t> actions(kKeys, 0);
+  std::vector<float> values(kKeys);
+  for (int i = 0; i < kKeys; ++i) values[i] = static_cast<float>(i);
+  ASSERT_TRUE(memory->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
+  absl::StatusOr<LookupResult> result = memory->Lookup(keys.data(), kKeys, actions, 5, false);
+  ASSERT_TRUE(result.ok());
+  for (int i = 0; i < kKeys; ++i) EXPECT_EQ(result->estimates[i], values[i]) << i;
+}
+
+TEST(MemoryTest, RefusesAnswersTooLargeToSend) {
+  auto memory = Make(Spec(v1::INDEX_KIND_EXACT, 64, 10));
+  std::vector<float> queries(16384 * 64, 0);
+  absl::StatusOr<LookupResult> huge = memory->Lookup(queries.data(), 16384, {}, 1024, true);
+  EXPECT_TRUE(absl::IsResourceExhausted(huge.status())) << huge.status();
+}
+
 TEST(MemoryTest, NecMovesTowardTheWrittenValueAndWeightsByInverseDistance) {
   v1::MemorySpec spec = Spec();
   spec.set_update_rule(v1::UPDATE_RULE_NEC);

@@ -155,7 +155,12 @@ absl::Status ExperimentManager::Reload() {
   absl::MutexLock lock(&mu_);
   for (Record& record : found) {
     const std::string id = record.status.id();
-    if (!IsTerminal(record.status.state())) {
+    if (record.status.cancel_requested() && !IsTerminal(record.status.state())) {
+      // Cancelled before the process stopped: it ends as cancelled, not run again.
+      record.status.set_state(v1::EXPERIMENT_STATE_CANCELLED);
+      *record.status.mutable_end_time() = ToProto(absl::Now());
+      (void)PersistLocked(record);
+    } else if (!IsTerminal(record.status.state())) {
       Log(absl::StrCat("experiment \"", id, "\" was ", StateName(record.status.state()),
                        ": queued again"));
       record.status.set_state(v1::EXPERIMENT_STATE_QUEUED);
@@ -429,6 +434,10 @@ absl::StatusOr<v1::GetAssignmentResponse> ExperimentManager::Assign(
       record->status.state() != v1::EXPERIMENT_STATE_RUNNING || record->status.cancel_requested()) {
     return response;
   }
+  // Once the budget is spent, training actors are done (the final evaluation may still run).
+  if (request.role() == v1::ACTOR_ROLE_TRAINING && record->state->training_stopped()) {
+    return response;
+  }
   const absl::Time now = absl::Now();
   auto free = [&](const Slot& slot) {
     return slot.incarnation == 0 || slot.last_seen + options_.actor_lease < now;
@@ -490,7 +499,12 @@ absl::StatusOr<v1::ActorReportResponse> ExperimentManager::Report(
           "experiment_id: this learner has no experiment \"", request.experiment_id(), "\""));
     }
     if (record->state == nullptr) {
-      v1::ActorReportResponse response;  // queued, or ended before this process
+      if (!IsTerminal(record->status.state())) {
+        // Queued, or being set up (tables, first weights): the actor retries.
+        return absl::UnavailableError(
+            absl::StrCat("experiment \"", request.experiment_id(), "\" is not running yet"));
+      }
+      v1::ActorReportResponse response;  // ended before this process
       response.set_stop(true);
       response.set_frames(record->status.frames());
       return response;
@@ -545,6 +559,11 @@ bool ExperimentManager::Started(const std::string& id, std::shared_ptr<RunState>
 void ExperimentManager::Ended(const std::string& id, const absl::Status& status) {
   absl::MutexLock lock(&mu_);
   Record& record = records_.at(id);
+  if (record.state == nullptr && IsTerminal(record.status.state())) {
+    // Cancelled while it was being set up: it stays as it is.
+    if (running_ == id) running_.clear();
+    return;
+  }
   if (running_ == id) running_.clear();
   training_slots_.clear();
   evaluation_slot_ = Slot{};

@@ -270,6 +270,41 @@ TEST_F(ExperimentManagerTest, AssignsActorSlotsWithLeases) {
   EXPECT_THAT(failed->error_message(), HasSubstr("boom"));
 }
 
+TEST_F(ExperimentManagerTest, QueuedExperimentsAskActorsToRetryAndSpentOnesAssignNoTraining) {
+  auto manager = Make();
+  ASSERT_TRUE(manager->Submit(Request("run")).ok());
+  v1::ActorReportRequest report;
+  report.set_experiment_id("run");
+  report.set_role(v1::ACTOR_ROLE_TRAINING);
+  report.set_incarnation(3);
+  report.set_sequence(1);
+  // Queued (or still being set up): not "stop", a retry.
+  EXPECT_TRUE(absl::IsUnavailable(manager->Report(report).status()));
+  std::shared_ptr<RunState> state = Start(*manager, "run");
+  ASSERT_TRUE(manager->Report(report).ok());
+  state->StopTraining();  // the budget is spent; the final evaluation may still run
+  v1::GetAssignmentRequest ask;
+  ask.set_role(v1::ACTOR_ROLE_TRAINING);
+  ask.set_incarnation(4);
+  EXPECT_FALSE(manager->Assign(ask)->assigned());
+  ask.set_role(v1::ACTOR_ROLE_EVALUATION);
+  EXPECT_TRUE(manager->Assign(ask)->assigned());
+}
+
+TEST_F(ExperimentManagerTest, CancelledBeforeAStopStaysCancelledAfterRestart) {
+  {
+    auto manager = Make();
+    ASSERT_TRUE(manager->Submit(Request("run")).ok());
+    Start(*manager, "run");
+    ASSERT_TRUE(manager->Cancel("run", "no").ok());  // cancel_requested, then the process stops
+    manager->Shutdown();
+  }
+  auto manager = Make();
+  EXPECT_EQ(manager->Get("run")->state(), v1::EXPERIMENT_STATE_CANCELLED);
+  std::atomic<bool> stop{true};
+  EXPECT_FALSE(manager->Next(stop).has_value());
+}
+
 TEST_F(ExperimentManagerTest, RestartTakesUpRunningAndQueuedExperiments) {
   {
     auto manager = Make();

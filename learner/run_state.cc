@@ -284,6 +284,11 @@ v1::ExperimentStatus RunState::Status() const {
   return status;
 }
 
+bool RunState::training_stopped() const {
+  absl::MutexLock lock(&mu_);
+  return stop_training_;
+}
+
 std::optional<std::pair<int64_t, v1::ReturnSummary>> RunState::TakeNewEvaluation() {
   absl::MutexLock lock(&mu_);
   if (!new_evaluation_) return std::nullopt;

@@ -62,6 +62,8 @@ class RunState {
   int64_t RequestEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
   // Evaluations completed so far (reported by an evaluation actor).
   int64_t evaluations_completed() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether StopTraining or Finish was called (the budget is spent or the run is over).
+  bool training_stopped() const ABSL_LOCKS_EXCLUDED(mu_);
   // Whether any evaluation actor has reported since this process started.
   bool has_evaluation_actor() const ABSL_LOCKS_EXCLUDED(mu_);
   // Training actors are told to stop (the budget is spent); evaluation actors go on.

@@ -268,8 +268,10 @@ int Results(const ClientOptions& options, const std::string& id, const std::stri
     return 2;
   }
   for (const std::string& name : wanted) {
-    const fs::path path = fs::path(out_dir) / name;  // names are server-checked, no ".."
-    if (path.lexically_normal().string().find("..") != std::string::npos) {
+    const fs::path path = fs::path(out_dir) / name;
+    // Names come from the server: only relative names inside out_dir are written.
+    if (fs::path(name).is_absolute() ||
+        fs::path(name).lexically_normal().string().find("..") != std::string::npos) {
       std::fprintf(stderr, "engram: refusing result name %s\n", name.c_str());
       return 1;
     }
@@ -300,6 +302,11 @@ int Results(const ClientOptions& options, const std::string& id, const std::stri
       return 1;
     }
     fs::rename(partial, path, error);
+    if (error) {
+      std::fprintf(stderr, "engram: cannot rename %s: %s\n", partial.c_str(),
+                   error.message().c_str());
+      return 1;
+    }
     std::printf("%-28s %10lld bytes -> %s\n", name.c_str(), static_cast<long long>(bytes),
                 path.c_str());
   }
