@@ -123,54 +123,58 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
   absl::Time next_log = absl::Now() + options.log_interval;
   Log(absl::StrFormat("episodic control actor %d: %d x %s, epsilon %g, k %d, key dim %d",
                       options.actor_index, num_envs, env.name(), epsilon, e.k, dim));
-  while (!stop.load() && !e.reporter->stop_requested()) {
-    ProjectAll(e, *vec, &keys);
-    ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
-                            e.store->LookupAll(keys.data(), num_envs, e.k));
-    for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
-    std::memcpy(previous.data(), vec->observations(), previous.size());
-    ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
-    for (int j = 0; j < num_envs; ++j) {
-      writer.Record(j, previous.data() + j * e.env_spec.observation_bytes(), actions[j],
-                    vec->rewards()[j]);
-      totals[j] += vec->rewards()[j];
-      ++lengths[j];
-      if (!vec->done(j)) continue;
-      ENGRAM_RETURN_IF_ERROR(writer.Finish(j));
-      v1::EpisodeResult result;
-      result.set_episode_return(totals[j]);
-      result.set_length(lengths[j]);
-      result.set_env_index(j);
-      result.set_epsilon(epsilon);
-      result.set_truncated(vec->truncated()[j] != 0);
-      e.reporter->AddEpisode(result);
-      if (episodes_metric != nullptr) episodes_metric->Increment();
-      recent = finished == 0 ? totals[j] : 0.95 * recent + 0.05 * totals[j];
-      ++finished;
-      totals[j] = 0;
-      lengths[j] = 0;
+  // The loop is a function so that every way out flushes the progress report below.
+  auto loop = [&]() -> absl::Status {
+    while (!stop.load() && !e.reporter->stop_requested()) {
+      ProjectAll(e, *vec, &keys);
+      ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
+                              e.store->LookupAll(keys.data(), num_envs, e.k));
+      for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
+      std::memcpy(previous.data(), vec->observations(), previous.size());
+      ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
+      for (int j = 0; j < num_envs; ++j) {
+        writer.Record(j, previous.data() + j * e.env_spec.observation_bytes(), actions[j],
+                      vec->rewards()[j]);
+        totals[j] += vec->rewards()[j];
+        ++lengths[j];
+        if (!vec->done(j)) continue;
+        ENGRAM_RETURN_IF_ERROR(writer.Finish(j));
+        v1::EpisodeResult result;
+        result.set_episode_return(totals[j]);
+        result.set_length(lengths[j]);
+        result.set_env_index(j);
+        result.set_epsilon(epsilon);
+        result.set_truncated(vec->truncated()[j] != 0);
+        e.reporter->AddEpisode(result);
+        if (episodes_metric != nullptr) episodes_metric->Increment();
+        recent = finished == 0 ? totals[j] : 0.95 * recent + 0.05 * totals[j];
+        ++finished;
+        totals[j] = 0;
+        lengths[j] = 0;
+      }
+      frames += num_envs;
+      e.reporter->AddFrames(num_envs);
+      if (frames_metric != nullptr) frames_metric->Increment(num_envs);
+      if (options.log_interval > absl::ZeroDuration() && absl::Now() >= next_log) {
+        Log(absl::StrFormat("actor %d: %d frames, %d episodes, recent return %.2f",
+                            options.actor_index, frames, finished, recent));
+        next_log = absl::Now() + options.log_interval;
+      }
     }
-    frames += num_envs;
-    e.reporter->AddFrames(num_envs);
-    if (frames_metric != nullptr) frames_metric->Increment(num_envs);
-    if (options.log_interval > absl::ZeroDuration() && absl::Now() >= next_log) {
-      Log(absl::StrFormat("actor %d: %d frames, %d episodes, recent return %.2f",
-                          options.actor_index, frames, finished, recent));
-      next_log = absl::Now() + options.log_interval;
-    }
-  }
+    return absl::OkStatus();
+  };
+  const absl::Status ended = loop();
   Log(absl::StrFormat("actor %d: stopping after %d frames (%s)", options.actor_index, frames,
                       e.reporter->stop_requested() ? "the run is over" : "asked to stop"));
   absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(5));
   if (!flushed.ok()) Log(absl::StrCat("progress report: ", flushed.ToString()));
-  return absl::OkStatus();
+  return ended;
 }
 
 absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
                             const std::atomic<bool>& stop) {
   const v1::EvaluationSpec& evaluation = options.spec.evaluation();
   const v1::EnvironmentSpec& env = options.spec.environment();
-  const int dim = e.projection->key_dim();
   int64_t done_index = 0;
   v1::ActorReportResponse seen;
   std::vector<float> keys;
@@ -220,7 +224,6 @@ absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
     done_index = index;
     absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(30));
     if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
-    (void)dim;
   }
   (void)e.reporter->Flush(absl::Now() + absl::Seconds(5));
   return absl::OkStatus();
