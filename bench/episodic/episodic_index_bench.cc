@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/common/bench_report.h"
+#include "bench/episodic/projected_keys.h"
 #include "episodic_store/memory.h"
 
 ABSL_FLAG(int64_t, keys, 100000, "Keys in the memory (one action).");
@@ -44,24 +45,9 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 // n keys of dimension dim: projections of sparse binary observations, or Gaussian.
 std::vector<float> MakeKeys(int64_t n, int dim, bool gaussian, absl::BitGen& gen,
                             const std::vector<float>& projection) {
+  if (!gaussian) return ProjectedKeys(n, dim, gen, projection);
   std::vector<float> keys(n * dim);
-  if (gaussian) {
-    for (float& x : keys) x = absl::Gaussian<float>(gen);
-    return keys;
-  }
-  constexpr int kObs = 400;
-  std::vector<int> ones;
-  for (int64_t i = 0; i < n; ++i) {
-    ones.clear();
-    for (int j = 0; j < kObs; ++j) {
-      if (absl::Bernoulli(gen, 0.05)) ones.push_back(j);
-    }
-    for (int d = 0; d < dim; ++d) {
-      float sum = 0;
-      for (int j : ones) sum += projection[j * dim + d];
-      keys[i * dim + d] = sum;
-    }
-  }
+  for (float& x : keys) x = absl::Gaussian<float>(gen);
   return keys;
 }
 
@@ -73,8 +59,7 @@ int Run() {
   const int k = absl::GetFlag(FLAGS_k);
   const bool gaussian = absl::GetFlag(FLAGS_gaussian);
   absl::BitGen gen;
-  std::vector<float> projection(400 * dim);
-  for (float& x : projection) x = absl::Gaussian<float>(gen) / std::sqrt(static_cast<float>(dim));
+  const std::vector<float> projection = RandomProjectionMatrix(dim, gen);
   const std::vector<float> keys = MakeKeys(n, dim, gaussian, gen, projection);
   const std::vector<float> queries = MakeKeys(num_queries, dim, gaussian, gen, projection);
   std::vector<int32_t> actions(n, 0);

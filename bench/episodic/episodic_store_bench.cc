@@ -24,6 +24,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/common/bench_report.h"
+#include "bench/episodic/projected_keys.h"
 #include "common/server.h"
 #include "common/subprocess.h"
 #include "episodic_store/client.h"
@@ -48,19 +49,6 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// Projections of sparse binary observations, as the agent's keys.
-std::vector<float> ProjectedKeys(int64_t n, int dim, absl::BitGen& gen,
-                                 const std::vector<float>& projection) {
-  std::vector<float> keys(n * dim, 0);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int j = 0; j < 400; ++j) {
-      if (!absl::Bernoulli(gen, 0.05)) continue;
-      for (int d = 0; d < dim; ++d) keys[i * dim + d] += projection[j * dim + d];
-    }
-  }
-  return keys;
-}
-
 int Run() {
   const int actions = absl::GetFlag(FLAGS_actions);
   const int64_t per_action = absl::GetFlag(FLAGS_keys);
@@ -69,8 +57,7 @@ int Run() {
   const int k = absl::GetFlag(FLAGS_k);
   const double seconds = absl::GetFlag(FLAGS_seconds);
   absl::BitGen gen;
-  std::vector<float> projection(400 * dim);
-  for (float& x : projection) x = absl::Gaussian<float>(gen) / std::sqrt(static_cast<float>(dim));
+  const std::vector<float> projection = RandomProjectionMatrix(dim, gen);
   const int64_t total = per_action * actions;
   std::printf("episodic_store_bench: %d actions x %lld keys x %d dims, lookups of %d x k=%d\n",
               actions, static_cast<long long>(per_action), dim, batch, k);
