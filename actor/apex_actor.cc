@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "actor/envs/vector_env.h"
 #include "actor/episodic_actor.h"
+#include "actor/evaluation.h"
 #include "actor/initial_priority.h"
 #include "actor/nstep.h"
 #include "actor/reporter.h"
@@ -509,56 +510,6 @@ class TrainingActor {
 
 // ---- evaluation ---------------------------------------------------------------------
 
-absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluation(const ApexActorOptions& options,
-                                                             Common& c, int64_t index,
-                                                             const std::atomic<bool>& stop) {
-  const v1::EvaluationSpec& evaluation = options.spec.evaluation();
-  const int episodes = evaluation.episodes();
-  const v1::EnvironmentSpec& env = options.spec.environment();
-  ENGRAM_ASSIGN_OR_RETURN(
-      std::unique_ptr<envs::VectorEnv> vec,
-      envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, episodes));
-  // Episode k of evaluation `index` always gets the same seed, whichever actor runs it.
-  vec->Reset(learner::EvaluationEnvSeed(options.spec, static_cast<int>((index - 1) * episodes)));
-  std::mt19937_64 rng(learner::EvaluationEnvSeed(options.spec, 0) + static_cast<uint64_t>(index));
-  std::vector<v1::EpisodeResult> results(episodes);
-  std::vector<bool> finished(episodes, false);
-  std::vector<double> returns(episodes, 0);
-  std::vector<int> actions(episodes);
-  int remaining = episodes;
-  const int64_t cap = options.evaluation_max_episode_steps;
-  for (int64_t step = 1; remaining > 0 && !stop.load(); ++step) {
-    const torch::Tensor q = c.policy->Q(vec->observations(), episodes);
-    const int num_actions = static_cast<int>(q.size(1));
-    const float* qs = q.data_ptr<float>();
-    for (int j = 0; j < episodes; ++j) {
-      const float* row = qs + static_cast<int64_t>(j) * num_actions;
-      actions[j] = static_cast<int>(std::max_element(row, row + num_actions) - row);
-      if (std::uniform_real_distribution<double>(0, 1)(rng) < evaluation.epsilon()) {
-        actions[j] = std::uniform_int_distribution<int>(0, num_actions - 1)(rng);
-      }
-    }
-    ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
-    for (int j = 0; j < episodes; ++j) {
-      if (finished[j]) continue;
-      returns[j] += vec->rewards()[j];
-      const bool cut = cap > 0 && step >= cap;
-      if (!vec->done(j) && !cut) continue;
-      finished[j] = true;
-      --remaining;
-      v1::EpisodeResult& result = results[j];
-      result.set_episode_return(returns[j]);
-      result.set_length(step);
-      result.set_env_index(j);
-      result.set_policy_version(c.policy->version());
-      result.set_epsilon(evaluation.epsilon());
-      result.set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
-    }
-  }
-  if (remaining > 0) return absl::CancelledError("evaluation interrupted by shutdown");
-  return results;
-}
-
 absl::Status RunEvaluationActor(const ApexActorOptions& options, Common c,
                                 const std::atomic<bool>& stop, prometheus::Registry* registry) {
   ActorMetrics metrics(registry, "evaluation");
@@ -574,8 +525,19 @@ absl::Status RunEvaluationActor(const ApexActorOptions& options, Common c,
     ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
     Set(metrics.policy_version, static_cast<double>(c.policy->version()));
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes =
-        RunEvaluation(options, c, index, stop);
+    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes = RunEvaluationEpisodes(
+        options.spec, index, options.evaluation_max_episode_steps, c.policy->version(),
+        [&c](const envs::VectorEnv& vec, std::vector<int>* actions) {
+          const torch::Tensor q = c.policy->Q(vec.observations(), vec.num_envs());
+          const int num_actions = static_cast<int>(q.size(1));
+          const float* qs = q.data_ptr<float>();
+          for (int j = 0; j < vec.num_envs(); ++j) {
+            const float* row = qs + static_cast<int64_t>(j) * num_actions;
+            (*actions)[j] = static_cast<int>(std::max_element(row, row + num_actions) - row);
+          }
+          return absl::OkStatus();
+        },
+        stop);
     if (absl::IsCancelled(episodes.status())) break;
     ENGRAM_RETURN_IF_ERROR(episodes.status());
     double sum = 0;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "actor/envs/vector_env.h"
+#include "actor/evaluation.h"
 #include "actor/reporter.h"
 #include "common/metrics.h"
 #include "common/process.h"
@@ -174,7 +175,6 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
 absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
                             const std::atomic<bool>& stop) {
   const v1::EvaluationSpec& evaluation = options.spec.evaluation();
-  const v1::EnvironmentSpec& env = options.spec.environment();
   int64_t done_index = 0;
   v1::ActorReportResponse seen;
   std::vector<float> keys;
@@ -184,43 +184,24 @@ absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
     if (seen.evaluation_index() <= done_index) continue;
     const int64_t index = seen.evaluation_index();
     const int count = evaluation.episodes();
-    ENGRAM_ASSIGN_OR_RETURN(
-        std::unique_ptr<envs::VectorEnv> vec,
-        envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, count));
-    vec->Reset(learner::EvaluationEnvSeed(options.spec, static_cast<int>((index - 1) * count)));
-    std::mt19937_64 rng(learner::EvaluationEnvSeed(options.spec, 0) + static_cast<uint64_t>(index));
-    std::vector<v1::EpisodeResult> results(count);
-    std::vector<bool> ended(count, false);
-    std::vector<double> returns(count, 0);
-    std::vector<int> actions(count, 0);
-    int remaining = count;
-    const int64_t cap = options.evaluation_max_episode_steps;
-    for (int64_t step = 1; remaining > 0 && !stop.load(); ++step) {
-      ProjectAll(e, *vec, &keys);
-      ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
-                              e.store->LookupAll(keys.data(), count, e.k));
-      for (int j = 0; j < count; ++j) actions[j] = Act(values, j, evaluation.epsilon(), rng);
-      ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
-      for (int j = 0; j < count; ++j) {
-        if (ended[j]) continue;
-        returns[j] += vec->rewards()[j];
-        const bool cut = cap > 0 && step >= cap;
-        if (!vec->done(j) && !cut) continue;
-        ended[j] = true;
-        --remaining;
-        results[j].set_episode_return(returns[j]);
-        results[j].set_length(step);
-        results[j].set_env_index(j);
-        results[j].set_epsilon(evaluation.epsilon());
-        results[j].set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
-      }
-    }
-    if (remaining > 0) break;  // interrupted
+    std::mt19937_64 rng(static_cast<uint64_t>(index));  // ties only: greedy, no epsilon here
+    absl::StatusOr<std::vector<v1::EpisodeResult>> results = RunEvaluationEpisodes(
+        options.spec, index, options.evaluation_max_episode_steps, /*policy_version=*/0,
+        [&](const envs::VectorEnv& vec, std::vector<int>* actions) -> absl::Status {
+          ProjectAll(e, vec, &keys);
+          ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
+                                  e.store->LookupAll(keys.data(), vec.num_envs(), e.k));
+          for (int j = 0; j < vec.num_envs(); ++j) (*actions)[j] = Act(values, j, 0, rng);
+          return absl::OkStatus();
+        },
+        stop);
+    if (absl::IsCancelled(results.status())) break;
+    ENGRAM_RETURN_IF_ERROR(results.status());
     double sum = 0;
-    for (const v1::EpisodeResult& r : results) sum += r.episode_return();
+    for (const v1::EpisodeResult& r : *results) sum += r.episode_return();
     Log(absl::StrFormat("evaluation %d (at %d frames): mean return %.2f over %d episodes", index,
                         seen.frames(), sum / count, count));
-    e.reporter->CompleteEvaluation(index, std::move(results));
+    e.reporter->CompleteEvaluation(index, *std::move(results));
     done_index = index;
     absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(30));
     if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));

@@ -1,0 +1,57 @@
+#include "actor/evaluation.h"
+
+#include <memory>
+#include <random>
+
+#include "common/status_macros.h"
+#include "learner/experiment_spec.h"
+
+namespace engram::actor {
+
+absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
+    const v1::ExperimentSpec& resolved, int64_t index, int64_t max_episode_steps,
+    int64_t policy_version, const GreedyActions& greedy, const std::atomic<bool>& stop) {
+  const v1::EvaluationSpec& evaluation = resolved.evaluation();
+  const int episodes = evaluation.episodes();
+  const v1::EnvironmentSpec& env = resolved.environment();
+  ENGRAM_ASSIGN_OR_RETURN(
+      std::unique_ptr<envs::VectorEnv> vec,
+      envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, episodes));
+  // Episode k of evaluation `index` always gets the same seed, whichever actor runs it.
+  vec->Reset(learner::EvaluationEnvSeed(resolved, static_cast<int>((index - 1) * episodes)));
+  std::mt19937_64 rng(learner::EvaluationEnvSeed(resolved, 0) + static_cast<uint64_t>(index));
+  const int num_actions = vec->spec().num_actions;
+  std::vector<v1::EpisodeResult> results(episodes);
+  std::vector<bool> finished(episodes, false);
+  std::vector<double> returns(episodes, 0);
+  std::vector<int> actions(episodes);
+  int remaining = episodes;
+  for (int64_t step = 1; remaining > 0 && !stop.load(); ++step) {
+    ENGRAM_RETURN_IF_ERROR(greedy(*vec, &actions));
+    for (int j = 0; j < episodes; ++j) {
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < evaluation.epsilon()) {
+        actions[j] = std::uniform_int_distribution<int>(0, num_actions - 1)(rng);
+      }
+    }
+    ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
+    for (int j = 0; j < episodes; ++j) {
+      if (finished[j]) continue;
+      returns[j] += vec->rewards()[j];
+      const bool cut = max_episode_steps > 0 && step >= max_episode_steps;
+      if (!vec->done(j) && !cut) continue;
+      finished[j] = true;
+      --remaining;
+      v1::EpisodeResult& result = results[j];
+      result.set_episode_return(returns[j]);
+      result.set_length(step);
+      result.set_env_index(j);
+      result.set_policy_version(policy_version);
+      result.set_epsilon(evaluation.epsilon());
+      result.set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
+    }
+  }
+  if (remaining > 0) return absl::CancelledError("evaluation interrupted by shutdown");
+  return results;
+}
+
+}  // namespace engram::actor

@@ -1,0 +1,34 @@
+#ifndef ENGRAM_ACTOR_EVALUATION_H_
+#define ENGRAM_ACTOR_EVALUATION_H_
+
+// The evaluation episodes every algorithm's evaluation actor runs: evaluation.episodes
+// environments stepped together, seeded so that episode e of evaluation `index` always gets
+// the same seed whichever actor runs it, the policy's greedy actions with
+// evaluation.epsilon exploration, episodes cut at `max_episode_steps` (reported truncated).
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "actor/envs/vector_env.h"
+#include "engram/v1/actor.pb.h"
+#include "engram/v1/experiment.pb.h"
+
+namespace engram::actor {
+
+// Fills `actions` (one per environment) with the policy's greedy actions for the current
+// observations of `vec`.
+using GreedyActions =
+    std::function<absl::Status(const envs::VectorEnv& vec, std::vector<int>* actions)>;
+
+// The results of evaluation `index` (1, 2, ...); CANCELLED when `stop` interrupts it.
+// `policy_version` is recorded in every result.
+absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
+    const v1::ExperimentSpec& resolved, int64_t index, int64_t max_episode_steps,
+    int64_t policy_version, const GreedyActions& greedy, const std::atomic<bool>& stop);
+
+}  // namespace engram::actor
+
+#endif  // ENGRAM_ACTOR_EVALUATION_H_
