@@ -109,7 +109,8 @@ absl::StatusOr<Common> Connect(const ApexActorOptions& options, const std::strin
   ENGRAM_ASSIGN_OR_RETURN(common.reporter,
                           ProgressReporter::Create(channel, {.experiment_id = options.spec.id(),
                                                              .actor_index = options.actor_index,
-                                                             .role = options.role}));
+                                                             .role = options.role,
+                                                             .incarnation = options.incarnation}));
   {
     ENGRAM_ASSIGN_OR_RETURN(auto probe,
                             envs::MakeEnv(options.spec.environment().name(),

@@ -44,6 +44,8 @@ struct ApexActorOptions {
   std::string learner_address;
   // The episodic store (episodic_control experiments).
   std::string episodic_address;
+  // Incarnation of the progress reports; 0 draws one. Pool mode: the assignment's.
+  uint64_t incarnation = 0;
   ChannelOptions channel;
   // How long to wait for the learner's first weights before giving up (UNAVAILABLE).
   absl::Duration first_weights_timeout = absl::Minutes(5);

@@ -51,7 +51,8 @@ absl::StatusOr<Episodic> Connect(const ApexActorOptions& options) {
   ENGRAM_ASSIGN_OR_RETURN(e.reporter,
                           ProgressReporter::Create(learner, {.experiment_id = options.spec.id(),
                                                              .actor_index = options.actor_index,
-                                                             .role = options.role}));
+                                                             .role = options.role,
+                                                             .incarnation = options.incarnation}));
   return e;
 }
 

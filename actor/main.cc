@@ -108,6 +108,7 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     v1::GetAssignmentResponse assignment;
+    options.incarnation = request.incarnation();  // the reports hold the slot
     const grpc::Status status = stub->GetAssignment(&context, request, &assignment);
     if (!status.ok()) {
       if (absl::Now() - last_complaint > absl::Minutes(1)) {
@@ -151,6 +152,9 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
                          ? absl::StrCat(" (replay shard ", assignment.replay_shard(), ")")
                          : ""));
     const absl::Status run = RunActor(options, stop, registry);
+    // A fresh incarnation for the next assignment: its reports start a new sequence.
+    request.set_incarnation(absl::Uniform<uint64_t>(absl::IntervalClosed, gen, 1,
+                                                    std::numeric_limits<uint64_t>::max()));
     if (!run.ok()) {
       Log(absl::StrCat("experiment \"", assignment.experiment_id(),
                        "\" ended with an error: ", run.ToString()));

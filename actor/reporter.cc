@@ -47,7 +47,7 @@ ProgressReporter::ProgressReporter(std::shared_ptr<grpc::ChannelInterface> chann
                                    ReporterOptions options)
     : options_(std::move(options)),
       stub_(v1::ActorService::NewStub(std::move(channel))),
-      incarnation_(DrawIncarnation()) {
+      incarnation_(options_.incarnation != 0 ? options_.incarnation : DrawIncarnation()) {
   thread_ = std::thread([this] { Run(); });
 }
 

@@ -43,6 +43,9 @@ struct ReporterOptions {
   // factor in [0.5, 1).
   absl::Duration initial_backoff = absl::Milliseconds(100);
   absl::Duration max_backoff = absl::Seconds(5);
+  // The incarnation the reports carry; 0 draws a random one. A pool actor passes the one it
+  // was assigned its slot with (a fresh one per assignment: sequences restart at 1).
+  uint64_t incarnation = 0;
 };
 
 // Sends reports from a background thread. Exactly-once delivery: a report is numbered

@@ -519,8 +519,12 @@ absl::StatusOr<v1::ActorReportResponse> ExperimentManager::Report(
                  request.actor_index() < static_cast<int>(training_slots_.size())) {
         slot = &training_slots_[request.actor_index()];
       }
-      if (slot != nullptr) {
-        if (slot->incarnation == 0) slot->incarnation = request.incarnation();
+      // Only the slot's holder keeps it alive (a free slot is taken by the first report of
+      // an actor started with a fixed index).
+      if (slot != nullptr &&
+          (slot->incarnation == 0 || slot->incarnation == request.incarnation() ||
+           slot->last_seen + options_.actor_lease < absl::Now())) {
+        slot->incarnation = request.incarnation();
         slot->last_seen = absl::Now();
       }
     }

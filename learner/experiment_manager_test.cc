@@ -249,12 +249,23 @@ TEST_F(ExperimentManagerTest, AssignsActorSlotsWithLeases) {
     report.set_experiment_id("run");
     report.set_role(v1::ACTOR_ROLE_TRAINING);
     report.set_actor_index(1);
-    report.set_incarnation(77);
+    report.set_incarnation(2);  // the holder of slot 1
     report.set_sequence(i);
     ASSERT_TRUE(manager->Report(report).ok());
   }
   EXPECT_EQ(assign(3), 0);
   EXPECT_EQ(assign(4), -1);
+  // A report of another actor under slot 0's index does not take the live slot over.
+  {
+    v1::ActorReportRequest stranger;
+    stranger.set_experiment_id("run");
+    stranger.set_role(v1::ACTOR_ROLE_TRAINING);
+    stranger.set_actor_index(0);
+    stranger.set_incarnation(99);
+    stranger.set_sequence(1);
+    ASSERT_TRUE(manager->Report(stranger).ok());  // applied (counted), but no lease
+    EXPECT_EQ(assign(3), 0);                      // still incarnation 3's
+  }
 
   ask.set_role(v1::ACTOR_ROLE_UNSPECIFIED);
   EXPECT_TRUE(absl::IsInvalidArgument(manager->Assign(ask).status()));
