@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "common/files.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/status.h"
@@ -38,20 +39,6 @@ namespace fs = std::filesystem;
 constexpr char kCheckpointPrefix[] = "ckpt-";
 constexpr char kModelFile[] = "learner.pt";
 constexpr char kStateFile[] = "state.textproto";
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << contents;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code error;
-  fs::rename(tmp, path, error);
-  if (error) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", error.message()));
-  return absl::OkStatus();
-}
 
 absl::StatusOr<FoundCheckpoint> ReadCheckpoint(const std::string& dir,
                                                const v1::ExperimentSpec& resolved) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/files.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/status.h"
@@ -54,21 +55,6 @@ std::string StateName(v1::ExperimentState state) {
 // A relative path in the spec is taken relative to the experiment's directory.
 void Rebase(std::string* path, const std::string& dir) {
   if (!path->empty() && fs::path(*path).is_relative()) *path = (fs::path(dir) / *path).string();
-}
-
-absl::Status WriteFileAtomically(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    out.close();
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
-  }
-  std::error_code error;
-  fs::rename(tmp, path, error);
-  if (error)
-    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, ": ", error.message()));
-  return absl::OkStatus();
 }
 
 // An id for a spec submitted without one: "<game>-<UTC yyyymmdd-hhmmss>", made unique by
