@@ -117,7 +117,6 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
                        e.env_spec.observation_dtype == envs::DType::kFloat32);
   std::vector<double> totals(num_envs, 0);
   std::vector<int64_t> lengths(num_envs, 0);
-  std::vector<uint8_t> previous(static_cast<size_t>(num_envs) * e.env_spec.observation_bytes());
   std::vector<float> keys;
   std::vector<int> actions(num_envs);
   int64_t frames = 0, finished = 0;
@@ -132,11 +131,10 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
       ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
                               e.store->LookupAll(keys.data(), num_envs, e.k));
       for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
-      std::memcpy(previous.data(), vec->observations(), previous.size());
       ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
       for (int j = 0; j < num_envs; ++j) {
-        writer.Record(j, previous.data() + j * e.env_spec.observation_bytes(), actions[j],
-                      vec->rewards()[j]);
+        // The key of the observation acted on: projected once, for the lookup above.
+        writer.RecordKey(j, keys.data() + j * dim, actions[j], vec->rewards()[j]);
         totals[j] += vec->rewards()[j];
         ++lengths[j];
         if (!vec->done(j)) continue;
@@ -227,6 +225,13 @@ void EpisodeWriter::Record(int j, const uint8_t* observation, int action, float 
   episode.keys.resize(episode.keys.size() + dim);
   projection_->Project(observation, float_observations_,
                        episode.keys.data() + episode.keys.size() - dim);
+  episode.actions.push_back(action);
+  episode.rewards.push_back(reward);
+}
+
+void EpisodeWriter::RecordKey(int j, const float* key, int action, float reward) {
+  Episode& episode = episodes_[j];
+  episode.keys.insert(episode.keys.end(), key, key + projection_->key_dim());
   episode.actions.push_back(action);
   episode.rewards.push_back(reward);
 }

@@ -53,6 +53,8 @@ class EpisodeWriter {
                 double gamma, bool float_observations);
   // Environment j acted with `action` on `observation` and got `reward`.
   void Record(int j, const uint8_t* observation, int action, float reward);
+  // The same, for an observation already projected to `key` (key_dim floats).
+  void RecordKey(int j, const float* key, int action, float reward);
   // Environment j's episode ended: writes it (one Write request) and starts a new one.
   absl::Status Finish(int j);
   // Items written so far.

@@ -13,18 +13,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "actor/apex_actor.h"
 #include "actor/episodic_actor.h"
+#include "actor/reporter.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -89,11 +88,9 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
       CreateChannel(options.learner_address, options.channel);
   if (!channel.ok()) Exit(2, absl::StrCat("--learner_address: ", channel.status().message()));
   std::unique_ptr<v1::ActorService::Stub> stub = v1::ActorService::NewStub(*channel);
-  absl::BitGen gen;
   v1::GetAssignmentRequest request;
   request.set_role(options.role);
-  request.set_incarnation(
-      absl::Uniform<uint64_t>(absl::IntervalClosed, gen, 1, std::numeric_limits<uint64_t>::max()));
+  request.set_incarnation(DrawIncarnation());
   std::string name = absl::GetFlag(FLAGS_name);
   if (name.empty()) {
     char host[256] = {};
@@ -153,8 +150,7 @@ void RunPool(ApexActorOptions options, const std::vector<std::string>& own_repla
                          : ""));
     const absl::Status run = RunActor(options, stop, registry);
     // A fresh incarnation for the next assignment: its reports start a new sequence.
-    request.set_incarnation(absl::Uniform<uint64_t>(absl::IntervalClosed, gen, 1,
-                                                    std::numeric_limits<uint64_t>::max()));
+    request.set_incarnation(DrawIncarnation());
     if (!run.ok()) {
       Log(absl::StrCat("experiment \"", assignment.experiment_id(),
                        "\" ended with an error: ", run.ToString()));

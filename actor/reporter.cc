@@ -12,7 +12,6 @@
 #include "grpcpp/client_context.h"
 
 namespace engram::actor {
-namespace {
 
 uint64_t DrawIncarnation() {
   absl::BitGen gen;
@@ -20,8 +19,6 @@ uint64_t DrawIncarnation() {
   while (value == 0) value = absl::Uniform<uint64_t>(gen);
   return value;
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<ProgressReporter>> ProgressReporter::Create(
     std::shared_ptr<grpc::ChannelInterface> channel, ReporterOptions options) {

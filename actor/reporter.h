@@ -30,6 +30,9 @@
 
 namespace engram::actor {
 
+// A random non-zero incarnation (what reports carry when ReporterOptions::incarnation is 0).
+uint64_t DrawIncarnation();
+
 struct ReporterOptions {
   std::string experiment_id;  // required
   int actor_index = 0;        // >= 0

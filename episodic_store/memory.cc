@@ -283,6 +283,14 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
   } else {
     for (int64_t q = 0; q < n; ++q) rows[actions[q]].push_back(q);
   }
+  // MFEC exact matches are looked up by key: hash each query once for all actions.
+  const bool exact_by_hash =
+      spec_.update_rule() == v1::UPDATE_RULE_MFEC_MAX && exact_match_distance_ == 0;
+  std::vector<uint64_t> hashes;
+  if (exact_by_hash) {
+    hashes.resize(n);
+    for (int64_t q = 0; q < n; ++q) hashes[q] = KeyHash(queries + q * dim_, dim_);
+  }
   std::vector<float> block, distances;
   std::vector<int64_t> labels;
   absl::MutexLock lock(&mu_);
@@ -332,9 +340,8 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
       // MFEC: a stored exact match gives its own value. Identical keys are found by hash
       // (search distances of identical keys need not be exactly 0: batched exact search
       // computes |x|^2 + |y|^2 - 2xy).
-      if (exact_match_distance_ == 0) {
-        const float* query = queries + qs[i] * dim_;
-        const int64_t slot = FindExactLocked(action, query, KeyHash(query, dim_));
+      if (exact_by_hash) {
+        const int64_t slot = FindExactLocked(action, queries + qs[i] * dim_, hashes[qs[i]]);
         if (slot >= 0) result.estimates[cell] = action.values[slot];
       } else if (result.distances[cell * k] <= exact_match_distance_) {
         result.estimates[cell] = result.values[cell * k];
