@@ -4,11 +4,14 @@
 // picks the approximate index's defaults, and the in-process limit for the store's RPC
 // lookups (episodic_store_bench).
 //
-//   episodic_index_bench [--keys=100000] [--dim=64] [--queries=2000] [--k=50] [--json=PATH]
+//   episodic_index_bench [--keys=100000] [--dim=64] [--queries=2000] [--k=50]
+//                        [--key_source=synthetic|gaussian|minatar/GAME] [--json=PATH]
 //
-// Keys are Gaussian random projections of random MinAtar-like observations (binary 400-d
-// vectors with ~5% ones through a fixed Gaussian matrix), the keys the episodic control
-// agent writes; --gaussian uses i.i.d. Gaussian keys instead (the hardest case for HNSW).
+// Keys (bench/episodic/projected_keys.h) are Gaussian random projections of observations:
+// synthetic sparse binary ones (default; i.i.d. cells, a high intrinsic dimension), or the
+// distinct observations a random policy meets in a MinAtar game (--key_source=minatar/breakout;
+// the queries are further distinct observations of the same game); --key_source=gaussian uses
+// i.i.d. Gaussian keys (the hardest case for approximate search).
 
 #include <chrono>
 #include <cstdio>
@@ -30,7 +33,9 @@ ABSL_FLAG(int32_t, dim, 64, "Key dimension.");
 ABSL_FLAG(int32_t, queries, 2000, "Lookup queries (in batches of --batch).");
 ABSL_FLAG(int32_t, batch, 64, "Queries per lookup call.");
 ABSL_FLAG(int32_t, k, 50, "Neighbours per query.");
-ABSL_FLAG(bool, gaussian, false, "I.i.d. Gaussian keys instead of projected observations.");
+ABSL_FLAG(std::string, key_source, "synthetic",
+          "synthetic (projected sparse binary observations), gaussian, or a MinAtar game "
+          "(e.g. minatar/breakout: its distinct observations under a random policy).");
 ABSL_FLAG(std::string, json, "", "Write the results as JSON to this path.");
 
 namespace engram::episodic {
@@ -42,13 +47,16 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// n keys of dimension dim: projections of sparse binary observations, or Gaussian.
-std::vector<float> MakeKeys(int64_t n, int dim, bool gaussian, absl::BitGen& gen,
-                            const std::vector<float>& projection) {
-  if (!gaussian) return ProjectedKeys(n, dim, gen, projection);
-  std::vector<float> keys(n * dim);
-  for (float& x : keys) x = absl::Gaussian<float>(gen);
-  return keys;
+// n keys of dimension dim from --key_source.
+absl::StatusOr<std::vector<float>> MakeKeys(const std::string& source, int64_t n, int dim,
+                                            absl::BitGen& gen) {
+  if (source == "synthetic") return ProjectedKeys(n, dim, gen);
+  if (source == "gaussian") {
+    std::vector<float> keys(n * dim);
+    for (float& x : keys) x = absl::Gaussian<float>(gen);
+    return keys;
+  }
+  return GameKeys(source, n, dim, gen);
 }
 
 int Run() {
@@ -57,11 +65,16 @@ int Run() {
   const int num_queries = absl::GetFlag(FLAGS_queries);
   const int batch = absl::GetFlag(FLAGS_batch);
   const int k = absl::GetFlag(FLAGS_k);
-  const bool gaussian = absl::GetFlag(FLAGS_gaussian);
+  const std::string source = absl::GetFlag(FLAGS_key_source);
   absl::BitGen gen;
-  const std::vector<float> projection = RandomProjectionMatrix(dim, gen);
-  const std::vector<float> keys = MakeKeys(n, dim, gaussian, gen, projection);
-  const std::vector<float> queries = MakeKeys(num_queries, dim, gaussian, gen, projection);
+  // Keys and queries drawn together (for a game: distinct observations, queries last).
+  absl::StatusOr<std::vector<float>> all = MakeKeys(source, n + num_queries, dim, gen);
+  if (!all.ok()) {
+    std::fprintf(stderr, "episodic_index_bench: %s\n", all.status().ToString().c_str());
+    return 2;
+  }
+  const std::vector<float> keys(all->begin(), all->begin() + n * dim);
+  const std::vector<float> queries(all->begin() + n * dim, all->end());
   std::vector<int32_t> actions(n, 0);
   std::vector<float> values(n);
   for (int64_t i = 0; i < n; ++i) values[i] = static_cast<float>(i);  // value = key id
@@ -79,10 +92,9 @@ int Run() {
   report.AddConfig("dim", absl::StrCat(dim));
   report.AddConfig("k", absl::StrCat(k));
   report.AddConfig("batch", absl::StrCat(batch));
-  report.AddConfig("keys_kind", gaussian ? "gaussian" : "projected_observations");
+  report.AddConfig("key_source", source);
   std::printf("episodic_index_bench: %lld %s keys of dim %d, %d queries in batches of %d, k=%d\n\n",
-              static_cast<long long>(n), gaussian ? "Gaussian" : "projected", dim, num_queries,
-              batch, k);
+              static_cast<long long>(n), source.c_str(), dim, num_queries, batch, k);
   std::printf("%-28s %12s %14s %10s\n", "index", "inserts/s", "queries/s", "recall@k");
 
   std::vector<float> truth;  // exact neighbours' values (ids), [queries, k]

@@ -57,18 +57,17 @@ int Run() {
   const int k = absl::GetFlag(FLAGS_k);
   const double seconds = absl::GetFlag(FLAGS_seconds);
   absl::BitGen gen;
-  const std::vector<float> projection = RandomProjectionMatrix(dim, gen);
   const int64_t total = per_action * actions;
   std::printf("episodic_store_bench: %d actions x %lld keys x %d dims, lookups of %d x k=%d\n",
               actions, static_cast<long long>(per_action), dim, batch, k);
-  const std::vector<float> keys = ProjectedKeys(total, dim, gen, projection);
+  const std::vector<float> keys = ProjectedKeys(total, dim, gen);
   std::vector<int32_t> key_actions(total);
   std::vector<float> values(total);
   for (int64_t i = 0; i < total; ++i) {
     key_actions[i] = static_cast<int32_t>(i % actions);
     values[i] = static_cast<float>(i);
   }
-  const std::vector<float> queries = ProjectedKeys(4096, dim, gen, projection);
+  const std::vector<float> queries = ProjectedKeys(4096, dim, gen);
 
   absl::StatusOr<std::unique_ptr<Subprocess>> store = Subprocess::Start(
       {ENGRAM_EPISODIC_STORE_BIN, "--address=127.0.0.1:0", "--metrics_port=-1"}, "");
