@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "actor/actor_common.h"
 #include "actor/envs/vector_env.h"
 #include "actor/episodic_actor.h"
 #include "actor/evaluation.h"
@@ -74,123 +75,26 @@ class QPolicy {
   int64_t version_ = 0;
 };
 
-v1::DType WireDType(envs::DType dtype) {
-  return dtype == envs::DType::kUint8 ? v1::DTYPE_UINT8 : v1::DTYPE_FLOAT32;
-}
-
 void FillTensor(const envs::EnvSpec& spec, const std::vector<uint8_t>& bytes, v1::Tensor* out) {
   out->set_dtype(WireDType(spec.observation_dtype));
   for (int64_t d : spec.observation_shape) out->add_shape(d);
   out->set_data(bytes.data(), bytes.size());
 }
 
-uint64_t NonZeroRandom(absl::BitGen& gen) {
-  uint64_t value = 0;
-  while (value == 0) value = absl::Uniform<uint64_t>(gen);
-  return value;
-}
-
-// Connections and pieces both roles share.
-struct Common {
-  std::unique_ptr<learner::ParameterClient> parameters;
-  std::unique_ptr<ProgressReporter> reporter;
-  std::unique_ptr<QPolicy> policy;
-  envs::EnvSpec env_spec;
-};
+using Common = ActorConnection<QPolicy>;
 
 absl::StatusOr<Common> Connect(const ApexActorOptions& options, const std::string& client_id) {
-  Common common;
   ENGRAM_ASSIGN_OR_RETURN(learner::NetworkConfig network, learner::ApexNetworkConfig(options.spec));
-  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
-                          CreateChannel(options.learner_address, options.channel));
-  ENGRAM_ASSIGN_OR_RETURN(common.parameters, learner::ParameterClient::Create(
-                                                 channel, {.experiment_id = options.spec.id(),
-                                                           .client_id = client_id}));
-  ENGRAM_ASSIGN_OR_RETURN(common.reporter,
-                          ProgressReporter::Create(channel, {.experiment_id = options.spec.id(),
-                                                             .actor_index = options.actor_index,
-                                                             .role = options.role,
-                                                             .incarnation = options.incarnation}));
-  {
-    ENGRAM_ASSIGN_OR_RETURN(auto probe,
-                            envs::MakeEnv(options.spec.environment().name(),
-                                          {options.spec.environment().options().begin(),
-                                           options.spec.environment().options().end()}));
-    common.env_spec = probe->spec();
-  }
+  ENGRAM_ASSIGN_OR_RETURN(
+      Common common,
+      ConnectToLearner<QPolicy>(options.spec, {.learner_address = options.learner_address,
+                                               .channel = options.channel,
+                                               .client_id = client_id,
+                                               .actor_index = options.actor_index,
+                                               .role = options.role,
+                                               .incarnation = options.incarnation}));
   common.policy = std::make_unique<QPolicy>(network, common.env_spec.observation_dtype);
   return common;
-}
-
-// Blocks until the learner has published weights and loads them.
-absl::Status LoadFirstWeights(const ApexActorOptions& options, Common& common,
-                              const std::atomic<bool>& stop) {
-  const absl::Time give_up = absl::Now() + options.first_weights_timeout;
-  Log(absl::StrCat("waiting for weights from the learner at ", options.learner_address));
-  while (!stop.load()) {
-    absl::StatusOr<std::shared_ptr<const v1::ParameterSet>> first =
-        common.parameters->WaitForVersionOtherThan(
-            0, std::min(give_up, absl::Now() + absl::Seconds(1)));
-    if (first.ok()) {
-      ENGRAM_RETURN_IF_ERROR(common.policy->Load(**first));
-      common.reporter->SetPolicyVersion(common.policy->version());
-      Log(absl::StrCat("acting with weights version ", common.policy->version()));
-      return absl::OkStatus();
-    }
-    if (absl::Now() >= give_up) {
-      return absl::UnavailableError(absl::StrCat(
-          "no weights from the learner at ", options.learner_address, " within ",
-          absl::FormatDuration(options.first_weights_timeout), ": ", first.status().message()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// Swaps in the newest weights if they differ from the policy's.
-absl::Status SyncWeights(Common& common) {
-  std::shared_ptr<const v1::ParameterSet> latest = common.parameters->Latest();
-  if (latest == nullptr || latest->version() == common.policy->version()) {
-    return absl::OkStatus();
-  }
-  ENGRAM_RETURN_IF_ERROR(common.policy->Load(*latest));
-  common.reporter->SetPolicyVersion(common.policy->version());
-  return absl::OkStatus();
-}
-
-struct ActorMetrics {
-  explicit ActorMetrics(prometheus::Registry* registry, const std::string& role) {
-    if (registry == nullptr) return;
-    const std::map<std::string, std::string> labels = {{"role", role}};
-    frames = &AddCounter(*registry, "actor_frames_total",
-                         "Environment steps taken, summed over the actor's environments.")
-                  .Add(labels);
-    episodes = &AddCounter(*registry, "actor_episodes_total", "Episodes finished.").Add(labels);
-    items = &AddCounter(*registry, "actor_items_appended_total",
-                        "Transitions handed to the replay writer.")
-                 .Add(labels);
-    weight_updates = &AddCounter(*registry, "actor_weight_updates_total",
-                                 "Parameter versions swapped into the actor's network.")
-                          .Add(labels);
-    policy_version =
-        &AddGauge(*registry, "actor_policy_version", "Parameter version the actor acts with.")
-             .Add(labels);
-    episode_return = &AddGauge(*registry, "actor_episode_return",
-                               "Return of the actor's most recent finished episode.")
-                          .Add(labels);
-  }
-  prometheus::Counter* frames = nullptr;
-  prometheus::Counter* episodes = nullptr;
-  prometheus::Counter* items = nullptr;
-  prometheus::Counter* weight_updates = nullptr;
-  prometheus::Gauge* policy_version = nullptr;
-  prometheus::Gauge* episode_return = nullptr;
-};
-
-void Increment(prometheus::Counter* counter, double by = 1) {
-  if (counter != nullptr) counter->Increment(by);
-}
-void Set(prometheus::Gauge* gauge, double value) {
-  if (gauge != nullptr) gauge->Set(value);
 }
 
 // ---- training -----------------------------------------------------------------------
@@ -250,9 +154,9 @@ class TrainingActor {
     for (int64_t step = 0;; ++step) {
       if (Stopping(stop)) break;
       if (step % sync_steps == 0) {
-        const int64_t before = c_.policy->version();
-        ENGRAM_RETURN_IF_ERROR(SyncWeights(c_));
-        if (c_.policy->version() != before) {
+        bool changed = false;
+        ENGRAM_RETURN_IF_ERROR(SyncWeights(c_, &changed));
+        if (changed) {
           Increment(metrics_.weight_updates);
           Set(metrics_.policy_version, static_cast<double>(c_.policy->version()));
         }
@@ -581,7 +485,8 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
   }
   const std::string client_id = absl::StrCat(training ? "actor-" : "eval-", options.actor_index);
   ENGRAM_ASSIGN_OR_RETURN(Common common, Connect(options, client_id));
-  ENGRAM_RETURN_IF_ERROR(LoadFirstWeights(options, common, stop));
+  ENGRAM_RETURN_IF_ERROR(
+      LoadFirstWeights(common, options.learner_address, options.first_weights_timeout, stop));
   if (stop.load()) return absl::OkStatus();
   if (!training) return RunEvaluationActor(options, std::move(common), stop, registry);
 

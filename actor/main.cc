@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "actor/apex_actor.h"
 #include "actor/episodic_actor.h"
+#include "actor/meta_rl_actor.h"
 #include "actor/reporter.h"
 #include "common/metrics.h"
 #include "common/process.h"
@@ -69,6 +70,7 @@ constexpr char kProgram[] = "engram_actor";
 absl::Status RunActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
                       prometheus::Registry* registry) {
   if (options.spec.has_episodic_control()) return RunEpisodicActor(options, stop, registry);
+  if (options.spec.has_meta_rl()) return RunMetaRlActor(options, stop, registry);
   return RunApexActor(options, stop, registry);
 }
 

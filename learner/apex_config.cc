@@ -7,6 +7,24 @@
 
 namespace engram::learner {
 
+namespace {
+
+// A resolved engram.v1.OptimizerConfig over `defaults` (fields a resolved spec leaves unset,
+// e.g. Adam's decay, keep their learner/core default).
+OptimizerConfig CoreOptimizer(const v1::OptimizerConfig& optimizer, OptimizerConfig defaults) {
+  OptimizerConfig config = defaults;
+  config.kind = optimizer.kind() == v1::OPTIMIZER_KIND_ADAM ? OptimizerKind::kAdam
+                                                            : OptimizerKind::kCenteredRmsProp;
+  config.learning_rate = optimizer.learning_rate();
+  config.epsilon = optimizer.epsilon();
+  if (optimizer.has_decay()) config.decay = optimizer.decay();
+  if (optimizer.has_beta1()) config.beta1 = optimizer.beta1();
+  if (optimizer.has_beta2()) config.beta2 = optimizer.beta2();
+  return config;
+}
+
+}  // namespace
+
 absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolved) {
   if (!resolved.has_apex_dqn()) {
     return absl::InvalidArgumentError("algorithm: expected apex_dqn");
@@ -46,15 +64,7 @@ absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved) 
   DqnConfig config;
   config.network = std::move(network);
   config.double_q = apex.double_q();
-  const v1::OptimizerConfig& optimizer = apex.optimizer();
-  config.optimizer.kind = optimizer.kind() == v1::OPTIMIZER_KIND_ADAM
-                              ? OptimizerKind::kAdam
-                              : OptimizerKind::kCenteredRmsProp;
-  config.optimizer.learning_rate = optimizer.learning_rate();
-  config.optimizer.epsilon = optimizer.epsilon();
-  if (optimizer.has_decay()) config.optimizer.decay = optimizer.decay();
-  if (optimizer.has_beta1()) config.optimizer.beta1 = optimizer.beta1();
-  if (optimizer.has_beta2()) config.optimizer.beta2 = optimizer.beta2();
+  config.optimizer = CoreOptimizer(apex.optimizer(), config.optimizer);
   config.gradient_clip_norm = apex.gradient_clip_norm();
   config.target_update_period = apex.target_update_period();
   config.importance_beta_start = apex.importance_beta_start();
@@ -62,6 +72,30 @@ absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved) 
   config.importance_beta_anneal_frames = apex.importance_beta_anneal_frames();
   if (const std::string error = config.Validate(); !error.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+  }
+  return config;
+}
+
+absl::StatusOr<MetaRlConfig> MetaRlLearnerConfig(const v1::ExperimentSpec& resolved) {
+  if (!resolved.has_meta_rl()) return absl::InvalidArgumentError("algorithm: expected meta_rl");
+  ENGRAM_ASSIGN_OR_RETURN(EnvironmentInfo env, DescribeEnvironment(resolved.environment()));
+  const v1::MetaRlConfig& meta = resolved.meta_rl();
+  MetaRlConfig config;
+  config.network.observation_size = 1;
+  for (int64_t d : env.observation_shape) config.network.observation_size *= d;
+  config.network.num_actions = env.num_actions;
+  config.network.lstm_size = meta.lstm_size();
+  config.network.input_previous_action = meta.input_previous_action();
+  config.network.input_previous_reward = meta.input_previous_reward();
+  config.gamma = meta.gamma();
+  config.entropy_cost = meta.entropy_cost();
+  config.value_cost = meta.value_cost();
+  config.vtrace_rho_clip = meta.vtrace_rho_clip();
+  config.vtrace_c_clip = meta.vtrace_c_clip();
+  config.optimizer = CoreOptimizer(meta.optimizer(), config.optimizer);
+  config.gradient_clip_norm = meta.gradient_clip_norm();
+  if (const std::string error = config.Validate(); !error.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("meta_rl: ", error));
   }
   return config;
 }

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 #include <utility>
+#include <variant>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -24,8 +25,10 @@
 #include "google/protobuf/text_format.h"
 #include "learner/apex_config.h"
 #include "learner/core/dqn.h"
+#include "learner/core/meta_rl.h"
 #include "learner/experiment_spec.h"
 #include "learner/learner_checkpoint.pb.h"
+#include "learner/meta_rl_batch.h"
 #include "learner/run_recorder.h"
 #include "learner/weights.h"
 #include "replay_server/client/sampler.h"
@@ -83,11 +86,146 @@ std::vector<std::string> ListCheckpoints(const std::string& dir) {
   return found;
 }
 
-// A merged batch as tensors, with what the loop needs besides the DqnBatch.
+// A merged batch as tensors (transitions for DQN, chunks for meta-RL), with what the loop
+// needs besides.
 struct PreparedBatch {
-  DqnBatch batch;
+  std::variant<DqnBatch, MetaRlBatch> batch;
   std::vector<uint64_t> keys;
   std::vector<int64_t> policy_versions;
+};
+
+// What the training loop needs from an algorithm's learner/core learner.
+class Trainer {
+ public:
+  struct Result {
+    double loss = 0;
+    std::vector<double> priorities;  // new priorities of the batch's keys; empty: none
+  };
+  virtual ~Trainer() = default;
+  virtual std::string Load(const std::string& path) = 0;
+  virtual std::string Save(const std::string& path) const = 0;
+  virtual NamedWeights ExportWeights() const = 0;
+  virtual int64_t updates() const = 0;
+  // Importance-sampling beta at `frames`; nullopt for tables without priorities.
+  virtual std::optional<double> BetaAt(int64_t frames) const = 0;
+  virtual absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch,
+                                                const v1::TableSpec& table, bool pinned) = 0;
+  virtual Result Update(const PreparedBatch& prepared) = 0;
+};
+
+class DqnTrainer final : public Trainer {
+ public:
+  explicit DqnTrainer(std::unique_ptr<DqnLearner> learner) : learner_(std::move(learner)) {}
+  std::string Load(const std::string& path) override { return learner_->Load(path); }
+  std::string Save(const std::string& path) const override { return learner_->Save(path); }
+  NamedWeights ExportWeights() const override { return learner_->ExportWeights(); }
+  int64_t updates() const override { return learner_->updates(); }
+  std::optional<double> BetaAt(int64_t frames) const override { return learner_->BetaAt(frames); }
+
+  absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch,
+                                        const v1::TableSpec& table, bool pinned) override {
+    const int64_t n = static_cast<int64_t>(batch.items.size());
+    const v1::TensorSpec& obs_spec = table.signature().observation();
+    std::vector<int64_t> shape = {n};
+    shape.insert(shape.end(), obs_spec.shape().begin(), obs_spec.shape().end());
+    const torch::ScalarType dtype =
+        obs_spec.dtype() == v1::DTYPE_UINT8 ? torch::kUInt8 : torch::kFloat32;
+    // Pinned host memory lets the copy to a CUDA device run asynchronously.
+    const torch::TensorOptions host = torch::TensorOptions().dtype(dtype).pinned_memory(pinned);
+    const torch::TensorOptions host_float =
+        torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pinned);
+    PreparedBatch out;
+    DqnBatch& b = out.batch.emplace<DqnBatch>();
+    b.observations = torch::empty(shape, host);
+    b.next_observations = torch::empty(shape, host);
+    b.actions =
+        torch::empty({n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pinned));
+    b.rewards = torch::empty({n}, host_float);
+    b.discounts = torch::empty({n}, host_float);
+    b.weights = torch::empty({n}, host_float);
+    const size_t row_bytes = b.observations.nbytes() / std::max<int64_t>(n, 1);
+    uint8_t* obs = static_cast<uint8_t*>(b.observations.data_ptr());
+    uint8_t* next = static_cast<uint8_t*>(b.next_observations.data_ptr());
+    int64_t* actions = b.actions.data_ptr<int64_t>();
+    float* rewards = b.rewards.data_ptr<float>();
+    float* discounts = b.discounts.data_ptr<float>();
+    float* weights = b.weights.data_ptr<float>();
+    out.keys.resize(n);
+    out.policy_versions.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const v1::SampledItem& sampled = batch.items[i];
+      const v1::Transition& t = sampled.item().transition();
+      if (t.observation().data().size() != row_bytes ||
+          t.next_observation().data().size() != row_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sampled item ", sampled.item().key(), " of table \"", table.name(),
+            "\": observation of ", t.observation().data().size(), " bytes, expected ", row_bytes));
+      }
+      std::memcpy(obs + i * row_bytes, t.observation().data().data(), row_bytes);
+      std::memcpy(next + i * row_bytes, t.next_observation().data().data(), row_bytes);
+      actions[i] = t.action();
+      rewards[i] = t.reward();
+      discounts[i] = t.discount();
+      weights[i] = static_cast<float>(sampled.importance_weight());
+      out.keys[i] = sampled.item().key();
+      out.policy_versions[i] = t.has_provenance() ? t.provenance().policy_version() : -1;
+    }
+    return out;
+  }
+
+  Result Update(const PreparedBatch& prepared) override {
+    DqnLearner::UpdateResult result = learner_->Update(std::get<DqnBatch>(prepared.batch));
+    const float* p = result.new_priorities.data_ptr<float>();
+    return {result.loss, std::vector<double>(p, p + result.new_priorities.numel())};
+  }
+
+ private:
+  std::unique_ptr<DqnLearner> learner_;
+};
+
+class MetaRlTrainer final : public Trainer {
+ public:
+  MetaRlTrainer(std::unique_ptr<MetaRlLearner> learner, ChunkLayout layout)
+      : learner_(std::move(learner)), layout_(std::move(layout)) {}
+  std::string Load(const std::string& path) override { return learner_->Load(path); }
+  std::string Save(const std::string& path) const override { return learner_->Save(path); }
+  NamedWeights ExportWeights() const override { return learner_->ExportWeights(); }
+  int64_t updates() const override { return learner_->updates(); }
+  std::optional<double> BetaAt(int64_t) const override { return std::nullopt; }
+
+  absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch,
+                                        const v1::TableSpec& table, bool pinned) override {
+    std::vector<const v1::TrajectoryChunk*> chunks;
+    PreparedBatch out;
+    for (const v1::SampledItem& sampled : batch.items) {
+      if (!sampled.item().has_chunk()) {
+        return absl::InvalidArgumentError(absl::StrCat("sampled item ", sampled.item().key(),
+                                                       " of table \"", table.name(),
+                                                       "\" is not a trajectory chunk"));
+      }
+      chunks.push_back(&sampled.item().chunk());
+      out.keys.push_back(sampled.item().key());
+      const v1::TrajectoryChunk& c = sampled.item().chunk();
+      out.policy_versions.push_back(c.has_provenance() ? c.provenance().policy_version() : -1);
+    }
+    absl::StatusOr<MetaRlBatch> converted = ChunksToBatch(chunks, layout_, pinned);
+    if (!converted.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table \"", table.name(), "\": ", converted.status().message()));
+    }
+    out.batch = *std::move(converted);
+    return out;
+  }
+
+  Result Update(const PreparedBatch& prepared) override {
+    const MetaRlLearner::UpdateResult result =
+        learner_->Update(std::get<MetaRlBatch>(prepared.batch));
+    return {result.loss, {}};
+  }
+
+ private:
+  std::unique_ptr<MetaRlLearner> learner_;
+  ChunkLayout layout_;
 };
 
 // Bounded queue between two threads.
@@ -198,12 +336,9 @@ class ApexLearner::Impl {
         !error.empty()) {
       return absl::InvalidArgumentError(absl::StrCat("device: ", error));
     }
-    ENGRAM_ASSIGN_OR_RETURN(DqnConfig config, ApexLearnerConfig(options_.spec));
     // Same initial weights for the same seed.
     torch::manual_seed(options_.spec.seed());
-    std::string error;
-    learner_ = DqnLearner::Create(config, device_, &error);
-    if (learner_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+    ENGRAM_ASSIGN_OR_RETURN(learner_, MakeTrainer());
     version_ = 0;
     if (restore.has_value()) {
       const std::string model = (fs::path(restore->path) / kModelFile).string();
@@ -226,7 +361,7 @@ class ApexLearner::Impl {
                             RunRecorder::Open(options_.output_dir, state_, eval_return_));
     prefetcher_ = std::thread([this] { Prefetch(); });
     priority_thread_ = std::thread([this] { SendPriorities(); });
-    const int64_t batch_size = options_.spec.apex_dqn().batch_size();
+    const int64_t batch_size = BatchSize();
     Log(
         absl::StrFormat("training on %s: batch %d, table \"%s\" on %d shard(s), publishing every "
                         "%d updates",
@@ -264,13 +399,13 @@ class ApexLearner::Impl {
       }
       if (!prepared.has_value()) continue;
       waiting_since = absl::InfiniteFuture();
-      const double new_beta = learner_->BetaAt(state_->frames());
-      if (std::abs(new_beta - beta) > 1e-3) {
-        beta = new_beta;
+      const std::optional<double> new_beta = learner_->BetaAt(state_->frames());
+      if (new_beta.has_value() && std::abs(*new_beta - beta) > 1e-3) {
+        beta = *new_beta;
         ENGRAM_RETURN_IF_ERROR(sampler_->SetBeta(beta));
       }
       const absl::Time update_start = absl::Now();
-      DqnLearner::UpdateResult result = learner_->Update(prepared->batch);
+      Trainer::Result result = learner_->Update(*prepared);
       if (update_seconds_ != nullptr) {
         update_seconds_->Observe(absl::ToDoubleSeconds(absl::Now() - update_start));
       }
@@ -279,13 +414,13 @@ class ApexLearner::Impl {
       state_->SetUpdates(learner_->updates());
       last_loss_ = result.loss;
       RecordLag(*prepared);
-      const float* p = result.new_priorities.data_ptr<float>();
-      PriorityUpdate update{std::move(prepared->keys),
-                            std::vector<double>(p, p + result.new_priorities.numel())};
-      // The queue is bounded: when the shards are slow to take updates, training waits
-      // rather than piling them up.
-      while (!priorities_.Push(std::move(update), absl::Now() + absl::Seconds(1))) {
-        if (stop.load()) break;
+      if (!result.priorities.empty()) {
+        PriorityUpdate update{std::move(prepared->keys), std::move(result.priorities)};
+        // The queue is bounded: when the shards are slow to take updates, training waits
+        // rather than piling them up.
+        while (!priorities_.Push(std::move(update), absl::Now() + absl::Seconds(1))) {
+          if (stop.load()) break;
+        }
       }
       if (learner_->updates() % options_.publish_every_updates == 0) {
         ENGRAM_RETURN_IF_ERROR(Publish());
@@ -303,6 +438,33 @@ class ApexLearner::Impl {
   }
 
   std::string device() const { return device_.str(); }
+
+  absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer() {
+    std::string error;
+    if (options_.spec.has_meta_rl()) {
+      ENGRAM_ASSIGN_OR_RETURN(MetaRlConfig config, MetaRlLearnerConfig(options_.spec));
+      std::unique_ptr<MetaRlLearner> learner = MetaRlLearner::Create(config, device_, &error);
+      if (learner == nullptr) return absl::InvalidArgumentError(absl::StrCat("meta_rl: ", error));
+      ENGRAM_ASSIGN_OR_RETURN(EnvironmentInfo env,
+                              DescribeEnvironment(options_.spec.environment()));
+      ChunkLayout layout{.unroll_length = options_.spec.meta_rl().unroll_length(),
+                         .observation_shape = env.observation_shape,
+                         .observation_dtype = env.observation_dtype,
+                         .num_actions = env.num_actions,
+                         .lstm_size = config.network.lstm_size};
+      return std::unique_ptr<Trainer>(
+          std::make_unique<MetaRlTrainer>(std::move(learner), std::move(layout)));
+    }
+    ENGRAM_ASSIGN_OR_RETURN(DqnConfig config, ApexLearnerConfig(options_.spec));
+    std::unique_ptr<DqnLearner> learner = DqnLearner::Create(config, device_, &error);
+    if (learner == nullptr) return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+    return std::unique_ptr<Trainer>(std::make_unique<DqnTrainer>(std::move(learner)));
+  }
+
+  int BatchSize() const {
+    return options_.spec.has_meta_rl() ? options_.spec.meta_rl().batch_size()
+                                       : options_.spec.apex_dqn().batch_size();
+  }
 
   // The run is over: frees its replay memory on every shard (best effort).
   void DropReplayTables() {
@@ -387,11 +549,12 @@ class ApexLearner::Impl {
       channels.push_back(std::move(channel));
     }
     shard_channels_ = channels;
-    ENGRAM_ASSIGN_OR_RETURN(sampler_,
-                            replay::ShardedSampler::Create(
-                                channels, {.table = table_.name(),
-                                           .batch_size = options_.spec.apex_dqn().batch_size(),
-                                           .importance_beta = learner_->BetaAt(state_->frames())}));
+    ENGRAM_ASSIGN_OR_RETURN(
+        sampler_,
+        replay::ShardedSampler::Create(
+            channels, {.table = table_.name(),
+                       .batch_size = BatchSize(),
+                       .importance_beta = learner_->BetaAt(state_->frames()).value_or(0)}));
     return absl::OkStatus();
   }
 
@@ -430,7 +593,7 @@ class ApexLearner::Impl {
         }
         continue;
       }
-      absl::StatusOr<PreparedBatch> prepared = Prepare(*batch);
+      absl::StatusOr<PreparedBatch> prepared = learner_->Prepare(*batch, table_, device_.is_cuda());
       if (!prepared.ok()) {
         SetBackgroundError(prepared.status());
         return;
@@ -439,57 +602,6 @@ class ApexLearner::Impl {
         if (stopping_.load()) return;
       }
     }
-  }
-
-  absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch) {
-    const int64_t n = static_cast<int64_t>(batch.items.size());
-    const v1::TensorSpec& obs_spec = table_.signature().observation();
-    std::vector<int64_t> shape = {n};
-    shape.insert(shape.end(), obs_spec.shape().begin(), obs_spec.shape().end());
-    const torch::ScalarType dtype =
-        obs_spec.dtype() == v1::DTYPE_UINT8 ? torch::kUInt8 : torch::kFloat32;
-    // Pinned host memory lets the copy to a CUDA device run asynchronously.
-    const torch::TensorOptions host =
-        torch::TensorOptions().dtype(dtype).pinned_memory(device_.is_cuda());
-    const torch::TensorOptions host_float =
-        torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(device_.is_cuda());
-    PreparedBatch out;
-    DqnBatch& b = out.batch;
-    b.observations = torch::empty(shape, host);
-    b.next_observations = torch::empty(shape, host);
-    b.actions = torch::empty(
-        {n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(device_.is_cuda()));
-    b.rewards = torch::empty({n}, host_float);
-    b.discounts = torch::empty({n}, host_float);
-    b.weights = torch::empty({n}, host_float);
-    const size_t row_bytes = b.observations.nbytes() / std::max<int64_t>(n, 1);
-    uint8_t* obs = static_cast<uint8_t*>(b.observations.data_ptr());
-    uint8_t* next = static_cast<uint8_t*>(b.next_observations.data_ptr());
-    int64_t* actions = b.actions.data_ptr<int64_t>();
-    float* rewards = b.rewards.data_ptr<float>();
-    float* discounts = b.discounts.data_ptr<float>();
-    float* weights = b.weights.data_ptr<float>();
-    out.keys.resize(n);
-    out.policy_versions.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const v1::SampledItem& sampled = batch.items[i];
-      const v1::Transition& t = sampled.item().transition();
-      if (t.observation().data().size() != row_bytes ||
-          t.next_observation().data().size() != row_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "sampled item ", sampled.item().key(), " of table \"", table_.name(),
-            "\": observation of ", t.observation().data().size(), " bytes, expected ", row_bytes));
-      }
-      std::memcpy(obs + i * row_bytes, t.observation().data().data(), row_bytes);
-      std::memcpy(next + i * row_bytes, t.next_observation().data().data(), row_bytes);
-      actions[i] = t.action();
-      rewards[i] = t.reward();
-      discounts[i] = t.discount();
-      weights[i] = static_cast<float>(sampled.importance_weight());
-      out.keys[i] = sampled.item().key();
-      out.policy_versions[i] = t.has_provenance() ? t.provenance().policy_version() : -1;
-    }
-    return out;
   }
 
   void SendPriorities() {
@@ -657,7 +769,7 @@ class ApexLearner::Impl {
   RunState* state_;
   ParameterServiceImpl* parameters_;
   torch::Device device_ = torch::kCPU;
-  std::unique_ptr<DqnLearner> learner_;
+  std::unique_ptr<Trainer> learner_;
   v1::TableSpec table_;
   int64_t version_ = 0;
   std::vector<std::shared_ptr<grpc::ChannelInterface>> shard_channels_;
@@ -687,8 +799,9 @@ class ApexLearner::Impl {
 absl::StatusOr<std::unique_ptr<ApexLearner>> ApexLearner::Create(
     ApexLearnerOptions options, RunState* state, ParameterServiceImpl* parameters,
     const std::optional<FoundCheckpoint>& restore, prometheus::Registry* registry) {
-  if (!options.spec.has_apex_dqn()) {
-    return absl::InvalidArgumentError("algorithm: this learner runs apex_dqn experiments only");
+  if (!options.spec.has_apex_dqn() && !options.spec.has_meta_rl()) {
+    return absl::InvalidArgumentError(
+        "algorithm: this learner loop runs apex_dqn and meta_rl experiments");
   }
   if (options.publish_every_updates < 1 || options.prefetch_batches < 1) {
     return absl::InvalidArgumentError("publish_every_updates and prefetch_batches: must be >= 1");

@@ -1,7 +1,9 @@
 #ifndef ENGRAM_LEARNER_APEX_LEARNER_H_
 #define ENGRAM_LEARNER_APEX_LEARNER_H_
 
-// The Ape-X learner's training loop (Horgan et al. 2018) around learner/core's DqnLearner:
+// The distributed learner's training loop, Ape-X's (Horgan et al. 2018) around learner/core's
+// DqnLearner, and the same loop for meta-RL around MetaRlLearner (IMPALA-style: chunks from a
+// sample-once FIFO queue, no priorities):
 //
 //   replay shards --ShardedSampler--> prefetch thread --queue--> Update (this thread)
 //        ^                                                          |
@@ -34,7 +36,7 @@
 namespace engram::learner {
 
 struct ApexLearnerOptions {
-  v1::ExperimentSpec spec;  // resolved, with apex_dqn
+  v1::ExperimentSpec spec;  // resolved, with apex_dqn or meta_rl
   // Every replay shard, in shard order.
   std::vector<std::string> replay_addresses;
   ChannelOptions channel;

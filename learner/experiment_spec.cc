@@ -603,9 +603,12 @@ v1::TableSpec DeriveMetaRlTable(const v1::MetaRlConfig& c,
   table.set_name(c.replay_table());
   table.set_selector(v1::SELECTOR_FIFO);
   table.set_remover(v1::REMOVER_FIFO);
-  table.set_max_size(int64_t{64} * c.batch_size());
+  table.set_max_size(int64_t{4} * c.batch_size());
   table.set_max_times_sampled(1);
+  // Inserts wait while the queue holds max_size unsampled chunks (diff = inserts - samples).
   table.mutable_rate_limiter()->set_min_size_to_sample(1);
+  table.mutable_rate_limiter()->set_samples_per_insert(1);
+  table.mutable_rate_limiter()->set_error_buffer(static_cast<double>(table.max_size()));
   table.mutable_signature()->set_payload(v1::PAYLOAD_KIND_CHUNK);
   SetObservation(env, table.mutable_signature());
   table.mutable_signature()->set_sequence_length(c.unroll_length());

@@ -396,10 +396,12 @@ class LocalCluster {
     };
     row("environment", spec_.environment().name());
     row("frames", absl::StrFormat("%d (%.0f/s over the run)", s.frames(), s.frames() / seconds));
-    if (spec_.has_apex_dqn()) {
+    if (spec_.has_apex_dqn() || spec_.has_meta_rl()) {
       row("learner updates",
           absl::StrFormat("%d (%.1f/s, batch %d)", s.learner_updates(),
-                          s.learner_updates() / seconds, spec_.apex_dqn().batch_size()));
+                          s.learner_updates() / seconds,
+                          spec_.has_meta_rl() ? spec_.meta_rl().batch_size()
+                                              : spec_.apex_dqn().batch_size()));
     }
     for (const auto& [name, value] : cli::LearningRows(s)) row(name.c_str(), value);
     row("learning curve", (fs::path(experiment_dir()) / "progress.csv").string());
@@ -452,10 +454,10 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, Shutdown
     return cluster.Run();
   }
   ENGRAM_ASSIGN_OR_RETURN(v1::ExperimentSpec spec, learner::ReadExperimentSpec(options.spec_path));
-  if (!spec.has_apex_dqn() && !spec.has_episodic_control()) {
+  if (!spec.has_apex_dqn() && !spec.has_meta_rl() && !spec.has_episodic_control()) {
     return absl::InvalidArgumentError(
-        "algorithm: the local launcher runs apex_dqn and episodic_control experiments in this "
-        "version");
+        "algorithm: the local launcher runs apex_dqn, meta_rl and episodic_control experiments "
+        "in this version");
   }
   if (options.max_wall_time > absl::ZeroDuration()) {
     spec.mutable_budget()->mutable_max_wall_time()->set_seconds(
