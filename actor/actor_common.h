@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +20,7 @@
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -29,6 +32,7 @@
 #include "common/status_macros.h"
 #include "engram/v1/experiment.pb.h"
 #include "learner/parameter_client.h"
+#include "replay_server/client/writer.h"
 
 namespace engram::actor {
 
@@ -138,6 +142,45 @@ struct ActorMetrics {
   prometheus::Counter* weight_updates = nullptr;
   prometheus::Gauge* policy_version = nullptr;
   prometheus::Gauge* episode_return = nullptr;
+};
+
+// Appends `item` to `writer`, waiting out backpressure (a full queue towards a slow,
+// rate-limited or unreachable shard) until `stopping()`; rejections by the shard are
+// returned (they end the actor). An earlier request's authentication error is logged and
+// retried by the writer: this item was appended.
+inline absl::Status AppendItem(replay::ReplayWriter& writer, const v1::Item& item,
+                               const std::function<bool()>& stopping) {
+  while (true) {
+    absl::Status status = writer.Append(item, absl::Now() + absl::Seconds(1));
+    if (status.ok()) return status;
+    if (absl::IsDeadlineExceeded(status) && absl::StrContains(status.message(), "not appended")) {
+      if (stopping()) return absl::OkStatus();
+      continue;
+    }
+    if (absl::IsPermissionDenied(status) || absl::IsUnauthenticated(status)) {
+      Log(absl::StrCat("replay writer (retrying): ", status.ToString()));
+      return absl::OkStatus();
+    }
+    return status;
+  }
+}
+
+// Mean return of the last 100 finished episodes, for progress lines.
+class RecentReturns {
+ public:
+  void Add(double episode_return) {
+    returns_.push_back(episode_return);
+    if (returns_.size() > 100) returns_.pop_front();
+  }
+  double Mean() const {
+    if (returns_.empty()) return 0;
+    double sum = 0;
+    for (double r : returns_) sum += r;
+    return sum / returns_.size();
+  }
+
+ private:
+  std::deque<double> returns_;
 };
 
 inline v1::DType WireDType(envs::DType dtype) {

@@ -169,7 +169,7 @@ class TrainingActor {
             "weights v%d, %d items unacknowledged",
             options_.actor_index, frames_,
             (frames_ - logged_frames) / absl::ToDoubleSeconds(now - logged_at), episodes_,
-            RecentReturn(), c_.policy->version(), writer_->stats().unacked_items));
+            recent_returns_.Mean(), c_.policy->version(), writer_->stats().unacked_items));
         logged_frames = frames_;
         logged_at = now;
         next_log = now + options_.log_interval;
@@ -310,8 +310,7 @@ class TrainingActor {
     episode.set_policy_version(c_.policy->version());
     episode.set_epsilon(epsilon_[j]);
     episode.set_truncated(vec_->truncated()[j] != 0);
-    recent_returns_.push_back(episode.episode_return());
-    if (recent_returns_.size() > 100) recent_returns_.pop_front();
+    recent_returns_.Add(episode.episode_return());
     Set(metrics_.episode_return, episode.episode_return());
     c_.reporter->AddEpisode(std::move(episode));
     Increment(metrics_.episodes);
@@ -348,23 +347,8 @@ class TrainingActor {
     return item;
   }
 
-  // Appends, waiting out backpressure (a full queue towards a slow or unreachable shard)
-  // without giving up; rejections by the shard end the actor.
   absl::Status Append(v1::Item item, const std::atomic<bool>& stop) {
-    while (true) {
-      absl::Status status = writer_->Append(item, absl::Now() + absl::Seconds(1));
-      if (status.ok()) break;
-      if (absl::IsDeadlineExceeded(status) && absl::StrContains(status.message(), "not appended")) {
-        if (Stopping(stop)) return absl::OkStatus();
-        continue;
-      }
-      // An earlier request's error: this item was appended.
-      if (absl::IsPermissionDenied(status) || absl::IsUnauthenticated(status)) {
-        Log(absl::StrCat("replay writer (retrying): ", status.ToString()));
-        break;
-      }
-      return status;
-    }
+    ENGRAM_RETURN_IF_ERROR(AppendItem(*writer_, item, [&] { return Stopping(stop); }));
     Increment(metrics_.items);
     return absl::OkStatus();
   }
@@ -372,13 +356,6 @@ class TrainingActor {
   // Asked to stop (signal), or the learner says the run is over.
   bool Stopping(const std::atomic<bool>& stop) const {
     return stop.load() || c_.reporter->stop_requested();
-  }
-
-  double RecentReturn() const {
-    if (recent_returns_.empty()) return 0;
-    double sum = 0;
-    for (double r : recent_returns_) sum += r;
-    return sum / recent_returns_.size();
   }
 
   const ApexActorOptions& options_;
@@ -405,7 +382,7 @@ class TrainingActor {
   std::vector<int> actions_;
   std::vector<float> q_taken_;
   std::vector<actor::NStepTransition> emitted_;
-  std::deque<double> recent_returns_;
+  RecentReturns recent_returns_;
   std::mt19937_64 rng_;
   absl::BitGen id_gen_;
   replay::KeyGenerator keys_;
@@ -417,55 +394,23 @@ class TrainingActor {
 
 absl::Status RunEvaluationActor(const ApexActorOptions& options, Common c,
                                 const std::atomic<bool>& stop, prometheus::Registry* registry) {
-  ActorMetrics metrics(registry, "evaluation");
-  int64_t done_index = 0;
-  v1::ActorReportResponse seen;
-  while (!stop.load()) {
-    const v1::ActorReportResponse response =
-        c.reporter->WaitForResponseChange(seen, absl::Milliseconds(500));
-    seen = response;
-    if (response.stop()) break;
-    if (response.evaluation_index() <= done_index) continue;
-    const int64_t index = response.evaluation_index();
-    ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
-    Set(metrics.policy_version, static_cast<double>(c.policy->version()));
-    const absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes = RunEvaluationEpisodes(
-        options.spec, index, options.evaluation_max_episode_steps, c.policy->version(),
-        [&c](const envs::VectorEnv& vec, std::vector<int>* actions) {
-          const torch::Tensor q = c.policy->Q(vec.observations(), vec.num_envs());
-          const int num_actions = static_cast<int>(q.size(1));
-          const float* qs = q.data_ptr<float>();
-          for (int j = 0; j < vec.num_envs(); ++j) {
-            const float* row = qs + static_cast<int64_t>(j) * num_actions;
-            (*actions)[j] = static_cast<int>(std::max_element(row, row + num_actions) - row);
-          }
-          return absl::OkStatus();
-        },
-        stop);
-    if (absl::IsCancelled(episodes.status())) break;
-    ENGRAM_RETURN_IF_ERROR(episodes.status());
-    double sum = 0;
-    int64_t frames = 0;
-    for (const v1::EpisodeResult& episode : *episodes) {
-      sum += episode.episode_return();
-      frames += episode.length();
-    }
-    Increment(metrics.episodes, static_cast<double>(episodes->size()));
-    Increment(metrics.frames, static_cast<double>(frames));
-    Set(metrics.episode_return, sum / episodes->size());
-    Log(
-        absl::StrFormat("evaluation %d (weights v%d, at %d frames): mean return %.2f over %d "
-                        "episodes in %.1f s",
-                        index, c.policy->version(), response.frames(), sum / episodes->size(),
-                        episodes->size(), absl::ToDoubleSeconds(absl::Now() - start)));
-    c.reporter->CompleteEvaluation(index, *std::move(episodes));
-    done_index = index;
-    absl::Status flushed = c.reporter->Flush(absl::Now() + absl::Seconds(30));
-    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
-  }
-  (void)c.reporter->Flush(absl::Now() + absl::Seconds(5));
-  return absl::OkStatus();
+  return ServeEvaluations(
+      options.spec, options.evaluation_max_episode_steps, *c.reporter,
+      [&c](int64_t) -> absl::StatusOr<EvaluationPolicy> {
+        ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
+        return EvaluationPolicy{
+            c.policy->version(), [&c](const envs::VectorEnv& vec, std::vector<int>* actions) {
+              const torch::Tensor q = c.policy->Q(vec.observations(), vec.num_envs());
+              const int num_actions = static_cast<int>(q.size(1));
+              const float* qs = q.data_ptr<float>();
+              for (int j = 0; j < vec.num_envs(); ++j) {
+                const float* row = qs + static_cast<int64_t>(j) * num_actions;
+                (*actions)[j] = static_cast<int>(std::max_element(row, row + num_actions) - row);
+              }
+              return absl::OkStatus();
+            }};
+      },
+      stop, registry);
 }
 
 }  // namespace

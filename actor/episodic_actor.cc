@@ -172,41 +172,23 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
 }
 
 absl::Status RunEvaluations(const ApexActorOptions& options, Episodic e,
-                            const std::atomic<bool>& stop) {
-  const v1::EvaluationSpec& evaluation = options.spec.evaluation();
-  int64_t done_index = 0;
-  v1::ActorReportResponse seen;
+                            const std::atomic<bool>& stop, prometheus::Registry* registry) {
   std::vector<float> keys;
-  while (!stop.load()) {
-    seen = e.reporter->WaitForResponseChange(seen, absl::Milliseconds(500));
-    if (seen.stop()) break;
-    if (seen.evaluation_index() <= done_index) continue;
-    const int64_t index = seen.evaluation_index();
-    const int count = evaluation.episodes();
-    std::mt19937_64 rng(static_cast<uint64_t>(index));  // ties only: greedy, no epsilon here
-    absl::StatusOr<std::vector<v1::EpisodeResult>> results = RunEvaluationEpisodes(
-        options.spec, index, options.evaluation_max_episode_steps, /*policy_version=*/0,
-        [&](const envs::VectorEnv& vec, std::vector<int>* actions) -> absl::Status {
-          ProjectAll(e, vec, &keys);
-          ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
-                                  e.store->LookupAll(keys.data(), vec.num_envs(), e.k));
-          for (int j = 0; j < vec.num_envs(); ++j) (*actions)[j] = Act(values, j, 0, rng);
-          return absl::OkStatus();
-        },
-        stop);
-    if (absl::IsCancelled(results.status())) break;
-    ENGRAM_RETURN_IF_ERROR(results.status());
-    double sum = 0;
-    for (const v1::EpisodeResult& r : *results) sum += r.episode_return();
-    Log(absl::StrFormat("evaluation %d (at %d frames): mean return %.2f over %d episodes", index,
-                        seen.frames(), sum / count, count));
-    e.reporter->CompleteEvaluation(index, *std::move(results));
-    done_index = index;
-    absl::Status flushed = e.reporter->Flush(absl::Now() + absl::Seconds(30));
-    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
-  }
-  (void)e.reporter->Flush(absl::Now() + absl::Seconds(5));
-  return absl::OkStatus();
+  std::mt19937_64 rng;
+  return ServeEvaluations(
+      options.spec, options.evaluation_max_episode_steps, *e.reporter,
+      [&](int64_t index) -> absl::StatusOr<EvaluationPolicy> {
+        rng.seed(static_cast<uint64_t>(index));  // ties only: greedy, no epsilon here
+        return EvaluationPolicy{
+            0, [&](const envs::VectorEnv& vec, std::vector<int>* actions) -> absl::Status {
+              ProjectAll(e, vec, &keys);
+              ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
+                                      e.store->LookupAll(keys.data(), vec.num_envs(), e.k));
+              for (int j = 0; j < vec.num_envs(); ++j) (*actions)[j] = Act(values, j, 0, rng);
+              return absl::OkStatus();
+            }};
+      },
+      stop, registry);
 }
 
 }  // namespace
@@ -323,7 +305,7 @@ absl::Status RunEpisodicActor(const ApexActorOptions& options, const std::atomic
                      ") for a training actor, got ", options.actor_index));
   }
   ENGRAM_ASSIGN_OR_RETURN(Episodic e, Connect(options));
-  if (!training) return RunEvaluations(options, std::move(e), stop);
+  if (!training) return RunEvaluations(options, std::move(e), stop, registry);
   return RunTraining(options, std::move(e), stop, registry);
 }
 

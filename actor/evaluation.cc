@@ -3,6 +3,10 @@
 #include <memory>
 #include <random>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "actor/actor_common.h"
+#include "common/process.h"
 #include "common/status_macros.h"
 #include "learner/experiment_spec.h"
 
@@ -52,6 +56,48 @@ absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
   }
   if (remaining > 0) return absl::CancelledError("evaluation interrupted by shutdown");
   return results;
+}
+
+absl::Status ServeEvaluations(const v1::ExperimentSpec& resolved, int64_t max_episode_steps,
+                              ProgressReporter& reporter, const PrepareEvaluation& prepare,
+                              const std::atomic<bool>& stop, prometheus::Registry* registry) {
+  ActorMetrics metrics(registry, "evaluation");
+  int64_t done_index = 0;
+  v1::ActorReportResponse seen;
+  while (!stop.load()) {
+    seen = reporter.WaitForResponseChange(seen, absl::Milliseconds(500));
+    if (seen.stop()) break;
+    if (seen.evaluation_index() <= done_index) continue;
+    const int64_t index = seen.evaluation_index();
+    ENGRAM_ASSIGN_OR_RETURN(EvaluationPolicy policy, prepare(index));
+    Set(metrics.policy_version, static_cast<double>(policy.version));
+    const absl::Time start = absl::Now();
+    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes =
+        RunEvaluationEpisodes(resolved, index, max_episode_steps, policy.version, policy.act, stop);
+    if (absl::IsCancelled(episodes.status())) break;
+    ENGRAM_RETURN_IF_ERROR(episodes.status());
+    double sum = 0;
+    int64_t frames = 0;
+    for (const v1::EpisodeResult& episode : *episodes) {
+      sum += episode.episode_return();
+      frames += episode.length();
+    }
+    const double mean = episodes->empty() ? 0 : sum / episodes->size();
+    Increment(metrics.episodes, static_cast<double>(episodes->size()));
+    Increment(metrics.frames, static_cast<double>(frames));
+    Set(metrics.episode_return, mean);
+    Log(
+        absl::StrFormat("evaluation %d (weights v%d, at %d frames): mean return %.2f over %d "
+                        "episodes in %.1f s",
+                        index, policy.version, seen.frames(), mean, episodes->size(),
+                        absl::ToDoubleSeconds(absl::Now() - start)));
+    reporter.CompleteEvaluation(index, *std::move(episodes));
+    done_index = index;
+    absl::Status flushed = reporter.Flush(absl::Now() + absl::Seconds(30));
+    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
+  }
+  (void)reporter.Flush(absl::Now() + absl::Seconds(5));
+  return absl::OkStatus();
 }
 
 }  // namespace engram::actor

@@ -13,8 +13,10 @@
 
 #include "absl/status/statusor.h"
 #include "actor/envs/vector_env.h"
+#include "actor/reporter.h"
 #include "engram/v1/actor.pb.h"
 #include "engram/v1/experiment.pb.h"
+#include "prometheus/registry.h"
 
 namespace engram::actor {
 
@@ -28,6 +30,25 @@ using GreedyActions =
 absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
     const v1::ExperimentSpec& resolved, int64_t index, int64_t max_episode_steps,
     int64_t policy_version, const GreedyActions& greedy, const std::atomic<bool>& stop);
+
+// The policy an evaluation actor evaluates: its parameter version (0: none) and its action
+// function, made afresh for each evaluation (a recurrent policy starts from its initial
+// state).
+struct EvaluationPolicy {
+  int64_t version = 0;
+  GreedyActions act;
+};
+// Brings the actor's policy up to date for evaluation `index`.
+using PrepareEvaluation = std::function<absl::StatusOr<EvaluationPolicy>(int64_t index)>;
+
+// The evaluation actor's loop, for every algorithm: waits until the learner asks for an
+// evaluation (a new evaluation_index in the report responses), runs it with
+// RunEvaluationEpisodes, logs it, reports the episodes and updates the actor's evaluation
+// metrics (registry may be null). Returns OK when the learner says the run is over or
+// `stop` becomes true; errors of `prepare` or the episodes end it.
+absl::Status ServeEvaluations(const v1::ExperimentSpec& resolved, int64_t max_episode_steps,
+                              ProgressReporter& reporter, const PrepareEvaluation& prepare,
+                              const std::atomic<bool>& stop, prometheus::Registry* registry);
 
 }  // namespace engram::actor
 

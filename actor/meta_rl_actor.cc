@@ -243,7 +243,7 @@ class TrainingActor {
             "chunks unacknowledged",
             options_.actor_index, frames_,
             (frames_ - logged_frames) / absl::ToDoubleSeconds(now - logged_at), episodes_,
-            RecentReturn(), c_.policy->version(), writer_->stats().unacked_items));
+            recent_returns_.Mean(), c_.policy->version(), writer_->stats().unacked_items));
         logged_frames = frames_;
         logged_at = now;
         next_log = now + options_.log_interval;
@@ -344,8 +344,7 @@ class TrainingActor {
     episode.set_env_index(j);
     episode.set_policy_version(c_.policy->version());
     episode.set_truncated(vec_->truncated()[j] != 0);
-    recent_returns_.push_back(episode.episode_return());
-    if (recent_returns_.size() > 100) recent_returns_.pop_front();
+    recent_returns_.Add(episode.episode_return());
     Set(metrics_.episode_return, episode.episode_return());
     c_.reporter->AddEpisode(std::move(episode));
     Increment(metrics_.episodes);
@@ -354,30 +353,14 @@ class TrainingActor {
     episode_step_[j] = 0;
   }
 
-  // Appends, waiting out backpressure; rejections by the shard end the actor.
   absl::Status Append(v1::Item item, const std::atomic<bool>& stop) {
-    while (true) {
-      absl::Status status = writer_->Append(item, absl::Now() + absl::Seconds(1));
-      if (status.ok()) break;
-      if (absl::IsDeadlineExceeded(status) && absl::StrContains(status.message(), "not appended")) {
-        if (Stopping(stop)) return absl::OkStatus();
-        continue;
-      }
-      return status;
-    }
+    ENGRAM_RETURN_IF_ERROR(AppendItem(*writer_, item, [&] { return Stopping(stop); }));
     Increment(metrics_.items);
     return absl::OkStatus();
   }
 
   bool Stopping(const std::atomic<bool>& stop) const {
     return stop.load() || c_.reporter->stop_requested();
-  }
-
-  double RecentReturn() const {
-    if (recent_returns_.empty()) return 0;
-    double sum = 0;
-    for (double r : recent_returns_) sum += r;
-    return sum / recent_returns_.size();
   }
 
   const ApexActorOptions& options_;
@@ -394,7 +377,7 @@ class TrainingActor {
   std::vector<uint64_t> episode_id_;
   std::vector<int64_t> episode_step_;
   std::vector<int> actions_;
-  std::deque<double> recent_returns_;
+  RecentReturns recent_returns_;
   absl::BitGen id_gen_;
   replay::KeyGenerator keys_;
   int64_t frames_ = 0;
@@ -403,58 +386,28 @@ class TrainingActor {
 
 absl::Status RunEvaluation(const ApexActorOptions& options, Connection c,
                            const std::atomic<bool>& stop, prometheus::Registry* registry) {
-  ActorMetrics metrics(registry, "evaluation");
-  int64_t done_index = 0;
-  v1::ActorReportResponse seen;
-  while (!stop.load()) {
-    const v1::ActorReportResponse response =
-        c.reporter->WaitForResponseChange(seen, absl::Milliseconds(500));
-    seen = response;
-    if (response.stop()) break;
-    if (response.evaluation_index() <= done_index) continue;
-    const int64_t index = response.evaluation_index();
-    ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
-    Set(metrics.policy_version, static_cast<double>(c.policy->version()));
-    const absl::Time start = absl::Now();
-    std::unique_ptr<RecurrentActing> acting;
-    std::vector<int> last_actions;
-    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes = RunEvaluationEpisodes(
-        options.spec, index, options.evaluation_max_episode_steps, c.policy->version(),
-        [&](const envs::VectorEnv& vec, std::vector<int>* actions) {
-          if (acting == nullptr) {
-            acting = std::make_unique<RecurrentActing>(&c.policy->network(), c.env_spec,
-                                                       vec.num_envs(), 0x3e7a1 + index);
-          } else {
-            acting->Observe(vec, last_actions);
-          }
-          acting->Act(vec.observations(), actions);
-          last_actions = *actions;
-          return absl::OkStatus();
-        },
-        stop);
-    if (absl::IsCancelled(episodes.status())) break;
-    ENGRAM_RETURN_IF_ERROR(episodes.status());
-    double sum = 0;
-    int64_t frames = 0;
-    for (const v1::EpisodeResult& episode : *episodes) {
-      sum += episode.episode_return();
-      frames += episode.length();
-    }
-    Increment(metrics.episodes, static_cast<double>(episodes->size()));
-    Increment(metrics.frames, static_cast<double>(frames));
-    Set(metrics.episode_return, sum / episodes->size());
-    Log(
-        absl::StrFormat("evaluation %d (weights v%d, at %d frames): mean return %.2f over %d "
-                        "episodes in %.1f s",
-                        index, c.policy->version(), response.frames(), sum / episodes->size(),
-                        episodes->size(), absl::ToDoubleSeconds(absl::Now() - start)));
-    c.reporter->CompleteEvaluation(index, *std::move(episodes));
-    done_index = index;
-    absl::Status flushed = c.reporter->Flush(absl::Now() + absl::Seconds(30));
-    if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));
-  }
-  (void)c.reporter->Flush(absl::Now() + absl::Seconds(5));
-  return absl::OkStatus();
+  // Each evaluation starts every environment from the initial recurrent state.
+  std::unique_ptr<RecurrentActing> acting;
+  std::vector<int> last_actions;
+  return ServeEvaluations(
+      options.spec, options.evaluation_max_episode_steps, *c.reporter,
+      [&](int64_t index) -> absl::StatusOr<EvaluationPolicy> {
+        ENGRAM_RETURN_IF_ERROR(SyncWeights(c));
+        acting.reset();
+        return EvaluationPolicy{
+            c.policy->version(), [&, index](const envs::VectorEnv& vec, std::vector<int>* actions) {
+              if (acting == nullptr) {
+                acting = std::make_unique<RecurrentActing>(&c.policy->network(), c.env_spec,
+                                                           vec.num_envs(), 0x3e7a1 + index);
+              } else {
+                acting->Observe(vec, last_actions);
+              }
+              acting->Act(vec.observations(), actions);
+              last_actions = *actions;
+              return absl::OkStatus();
+            }};
+      },
+      stop, registry);
 }
 
 }  // namespace
@@ -504,7 +457,7 @@ absl::Status RunMetaRlActor(const ApexActorOptions& options, const std::atomic<b
                    .max_items_per_request = options.spec.actors().insert_batch_size(),
                    // Few requests in flight: when the learner's queue is full the actor
                    // waits rather than buffering chunks that would age (policy lag).
-                   .max_unacked_requests = 2}));
+                   .max_unacked_requests = 4}));
   TrainingActor actor(options, std::move(c), std::move(writer), registry);
   actor.set_writer_target(
       absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")"));

@@ -11,7 +11,7 @@
 // to the actor's replay shard as one TrajectoryChunk (sample-once FIFO queue), with the
 // recurrent state, previous action and reward at its start, the behaviour logits (for
 // V-trace) and the bootstrap observation; then the newest weights are swapped in, so one
-// chunk is acted by one policy version. At most two insert requests are in flight: when the
+// chunk is acted by one policy version. At most four insert requests are in flight: when the
 // learner's queue is full the actor waits (the queue's rate limiter), which keeps the policy
 // lag to a few updates. An episode end inside a chunk has discount 0 (time
 // limit truncations too: bandit tasks never truncate).

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "learner/core/module_io.h"
 #include "torch/nn/functional/activation.h"
 #include "torch/optim/adam.h"
 #include "torch/optim/rmsprop.h"
@@ -32,41 +33,6 @@ std::string Join(const std::vector<int64_t>& values) {
   for (size_t i = 0; i < values.size(); ++i) out << (i ? ", " : "") << values[i];
   out << "]";
   return out.str();
-}
-
-std::string SizesString(torch::IntArrayRef sizes) { return Join(sizes.vec()); }
-
-// Parameters then buffers, by their dotted names.
-std::vector<std::pair<std::string, torch::Tensor>> NamedTensors(const torch::nn::Module& module) {
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& item : module.named_parameters()) tensors.emplace_back(item.key(), item.value());
-  for (const auto& item : module.named_buffers()) tensors.emplace_back(item.key(), item.value());
-  return tensors;
-}
-
-// Archive keys are TorchScript attribute names, which must not contain '.'.
-std::string ArchiveKey(const std::string& name) {
-  std::string key = name;
-  for (char& c : key) {
-    if (c == '.') c = '/';
-  }
-  return key;
-}
-
-std::unique_ptr<torch::optim::OptimizerOptions> MakeOptimizerOptions(
-    const OptimizerConfig& config) {
-  if (config.kind == OptimizerKind::kAdam) {
-    return std::make_unique<torch::optim::AdamOptions>(
-        torch::optim::AdamOptions(config.learning_rate)
-            .betas(std::make_tuple(config.beta1, config.beta2))
-            .eps(config.epsilon));
-  }
-  return std::make_unique<torch::optim::RMSpropOptions>(
-      torch::optim::RMSpropOptions(config.learning_rate)
-          .alpha(config.decay)
-          .eps(config.epsilon)
-          .momentum(config.momentum)
-          .centered(true));
 }
 
 bool IsMatrix(const torch::Tensor& t, int64_t rows, int64_t cols) {
@@ -320,13 +286,7 @@ MetaRlLearner::MetaRlLearner(const MetaRlConfig& config, torch::Device device)
 }
 
 std::unique_ptr<torch::optim::Optimizer> MetaRlLearner::MakeOptimizer() const {
-  const auto options = MakeOptimizerOptions(config_.optimizer);
-  if (config_.optimizer.kind == OptimizerKind::kAdam) {
-    return std::make_unique<torch::optim::Adam>(
-        network_->parameters(), static_cast<const torch::optim::AdamOptions&>(*options));
-  }
-  return std::make_unique<torch::optim::RMSprop>(
-      network_->parameters(), static_cast<const torch::optim::RMSpropOptions&>(*options));
+  return learner::MakeOptimizer(config_.optimizer, network_->parameters());
 }
 
 std::string MetaRlLearner::ValidateBatch(const MetaRlBatch& batch) const {
@@ -557,37 +517,12 @@ std::string MetaRlLearner::Load(const std::string& path) {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> MetaRlLearner::ExportWeights() const {
-  std::vector<std::pair<std::string, torch::Tensor>> weights = NamedTensors(*network_);
-  for (auto& [name, tensor] : weights) {
-    tensor = tensor.detach().to(torch::TensorOptions().device(torch::kCPU), /*non_blocking=*/false,
-                                /*copy=*/true);
-  }
-  return weights;
+  return ExportModuleWeights(*network_);
 }
 
 std::string ImportWeights(MetaRlNetImpl& network,
                           const std::vector<std::pair<std::string, torch::Tensor>>& weights) {
-  std::map<std::string, torch::Tensor> expected;
-  for (auto& [name, tensor] : NamedTensors(network)) expected.emplace(name, tensor);
-  std::map<std::string, const torch::Tensor*> given;
-  for (const auto& [name, tensor] : weights) {
-    auto it = expected.find(name);
-    if (it == expected.end()) return "weights: unknown tensor \"" + name + "\"";
-    if (!given.emplace(name, &tensor).second) return "weights: tensor \"" + name + "\" twice";
-    if (!tensor.defined() || !tensor.is_floating_point()) {
-      return "weights: tensor \"" + name + "\" must be a defined floating-point tensor";
-    }
-    if (tensor.sizes() != it->second.sizes()) {
-      return "weights: tensor \"" + name + "\" has shape " + SizesString(tensor.sizes()) +
-             ", the network's is " + SizesString(it->second.sizes());
-    }
-  }
-  for (const auto& [name, tensor] : expected) {
-    if (given.count(name) == 0) return "weights: tensor \"" + name + "\" missing";
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [name, destination] : expected) destination.copy_(*given.at(name));
-  return "";
+  return ImportModuleWeights(network, weights);
 }
 
 }  // namespace engram::learner
