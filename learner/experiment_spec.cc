@@ -603,7 +603,7 @@ v1::TableSpec DeriveMetaRlTable(const v1::MetaRlConfig& c,
   table.set_name(c.replay_table());
   table.set_selector(v1::SELECTOR_FIFO);
   table.set_remover(v1::REMOVER_FIFO);
-  table.set_max_size(int64_t{4} * c.batch_size());
+  table.set_max_size(int64_t{8} * c.batch_size());
   table.set_max_times_sampled(1);
   // Inserts wait while the queue holds max_size unsampled chunks (diff = inserts - samples).
   table.mutable_rate_limiter()->set_min_size_to_sample(1);

@@ -259,9 +259,9 @@ TEST(ResolveExperimentSpecTest, MetaRlDefaultsAndDerivedQueue) {
   EXPECT_EQ(table.name(), "trajectories");
   EXPECT_EQ(table.selector(), v1::SELECTOR_FIFO);
   EXPECT_EQ(table.max_times_sampled(), 1);
-  EXPECT_EQ(table.max_size(), 4 * 16);
+  EXPECT_EQ(table.max_size(), 8 * 16);
   EXPECT_DOUBLE_EQ(table.rate_limiter().samples_per_insert(), 1);
-  EXPECT_DOUBLE_EQ(table.rate_limiter().error_buffer(), 4 * 16);
+  EXPECT_DOUBLE_EQ(table.rate_limiter().error_buffer(), 8 * 16);
   EXPECT_EQ(table.rate_limiter().min_size_to_sample(), 1);
   EXPECT_EQ(table.signature().payload(), v1::PAYLOAD_KIND_CHUNK);
   EXPECT_EQ(table.signature().observation().dtype(), v1::DTYPE_FLOAT32);

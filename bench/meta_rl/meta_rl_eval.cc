@@ -167,10 +167,10 @@ int Run() {
     entry.curve = *std::move(curve);
   }
   const int trials = static_cast<int>(entries[0].curve.mean_cumulative_regret.size());
-  std::printf("meta_rl_eval: %s%s, %d held-out instances x %d trials, network after %lld updates\n",
-              env.name().c_str(),
-              options.empty() ? "" : absl::StrCat(" ", options.begin()->second).c_str(), instances,
-              trials, static_cast<long long>(trained->updates()));
+  std::string described = env.name();
+  for (const auto& [key, value] : options) absl::StrAppend(&described, " ", key, "=", value);
+  std::printf("meta_rl_eval: %s, %d held-out instances x %d trials, network after %lld updates\n",
+              described.c_str(), instances, trials, static_cast<long long>(trained->updates()));
   std::printf("cumulative expected regret (mean +- standard error)\n\n%-10s", "policy");
   std::vector<int> at;
   for (int t : {10, 25, 50, 100}) {
