@@ -323,8 +323,17 @@ DqnLearner::UpdateResult DqnLearner::Update(const DqnBatch& batch) {
   }
   const DqnLossOutput out =
       DqnLoss(online_->forward(observations), actions, targets, weights, config_.huber_delta);
+  torch::Tensor total = out.loss;
+  torch::Tensor extra;
+  if (extra_loss_) {
+    extra = extra_loss_(*online_);
+    TORCH_CHECK(extra.defined() && extra.numel() == 1,
+                "DqnLearner::Update: the extra loss must be a scalar, got ",
+                extra.defined() ? SizesString(extra.sizes()) : std::string("undefined"));
+    total = total + extra.reshape({}).to(out.loss.device());
+  }
   optimizer_->zero_grad();
-  out.loss.backward();
+  total.backward();
   const torch::Tensor grad_norm = ClipGradNorm(online_->parameters(), config_.gradient_clip_norm);
   optimizer_->step();
   ++updates_;
@@ -332,16 +341,20 @@ DqnLearner::UpdateResult DqnLearner::Update(const DqnBatch& batch) {
 
   // One device-to-host copy for everything the caller reads.
   const int64_t b = out.td_errors.size(0);
-  const torch::Tensor host =
-      torch::cat({out.td_errors.abs().to(torch::kDouble) + config_.priority_epsilon,
-                  out.loss.detach().to(torch::kDouble).view({1}),
-                  grad_norm.to(torch::kDouble).view({1})})
-          .to(torch::kCPU);
+  std::vector<torch::Tensor> parts = {
+      out.td_errors.abs().to(torch::kDouble) + config_.priority_epsilon,
+      out.loss.detach().to(torch::kDouble).view({1}),
+      grad_norm.to(out.loss.device()).to(torch::kDouble).view({1})};
+  if (extra.defined()) {
+    parts.push_back(extra.detach().to(out.loss.device()).to(torch::kDouble).view({1}));
+  }
+  const torch::Tensor host = torch::cat(parts).to(torch::kCPU);
   UpdateResult result;
   result.new_priorities = host.narrow(0, 0, b).to(torch::kFloat);
   const double* tail = host.data_ptr<double>() + b;
   result.loss = static_cast<float>(tail[0]);
   result.grad_norm = tail[1];
+  if (extra.defined()) result.extra_loss = static_cast<float>(tail[2]);
   return result;
 }
 

@@ -22,6 +22,7 @@
 // (TORCH_CHECK).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -143,10 +144,25 @@ double AnnealedBeta(double start, double end, int64_t anneal_frames, int64_t fra
 class DqnLearner {
  public:
   struct UpdateResult {
-    float loss = 0;                // the loss minimized in this update (before the step)
+    // The TD loss of this update (before the step), without the extra loss, so that it and
+    // the priorities keep their meaning whatever regulariser is attached.
+    float loss = 0;
     torch::Tensor new_priorities;  // float32 [B] on the CPU: |td| + priority_epsilon
-    double grad_norm = 0;          // global L2 norm of the gradient, before clipping
+    // Global L2 norm of the gradient of the minimized total (loss + extra_loss), before
+    // clipping.
+    double grad_norm = 0;
+    // The extra loss's value in this update (before the step); 0 when none is set.
+    float extra_loss = 0;
   };
+
+  // A term added to the TD loss before backward (a regulariser such as the EWC penalty):
+  // each Update minimizes loss + extra(online()), and clipping applies to the gradient of
+  // that sum. `extra` must return a scalar (0-d or one element) with gradient to the online
+  // network's parameters, or none (a constant, e.g. 0); it is called once per Update, on
+  // the training thread. An empty function removes it. Not part of Save/Load: the owner of
+  // the regulariser checkpoints its state and sets it again.
+  using ExtraLoss = std::function<torch::Tensor(const QNetwork& online)>;
+  void SetExtraLoss(ExtraLoss extra) { extra_loss_ = std::move(extra); }
 
   // Builds the networks on the CPU (LibTorch's default initialization from the global
   // generator), moves them to `device` and makes the target a copy of the online
@@ -159,8 +175,9 @@ class DqnLearner {
   // they are on the CPU), else what is wrong ("batch.actions: ...").
   std::string ValidateBatch(const DqnBatch& batch) const;
 
-  // One gradient step: forward, loss, backward, clip, optimizer step, and every
-  // target_update_period-th update a hard copy of the online weights into the target.
+  // One gradient step: forward, loss (plus the extra loss, if set), backward, clip,
+  // optimizer step, and every target_update_period-th update a hard copy of the online
+  // weights into the target.
   // Blocks until the device is done (it reads the loss and priorities back), so a pinned
   // batch may be reused once it returns. TORCH_CHECKs ValidateBatch(batch) == "".
   UpdateResult Update(const DqnBatch& batch);
@@ -197,6 +214,7 @@ class DqnLearner {
   std::shared_ptr<QNetwork> target_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   int64_t updates_ = 0;
+  ExtraLoss extra_loss_;
 };
 
 // Writes `weights` (ExportWeights' output) into `network` (an actor's copy, any device).
