@@ -91,6 +91,9 @@ std::vector<Registration> MakeRegistrations() {
        "Space Invaders; ignored by the others)"},
       {"minimal_action_set", "false", "use the game's minimal action set instead of all 6"},
       {"max_episode_steps", "0", "truncate episodes after this many steps; 0 = never"},
+      {"cell_permutation_seed", "0",
+       "not MinAtar: permute the 100 grid cells of every observation by the permutation this "
+       "seed draws (continual-learning task pairs); 0 = none"},
   };
   for (const std::string& game : minatar::MinAtarEnv::GameNames()) {
     all.push_back(Registration{
@@ -105,6 +108,8 @@ std::vector<Registration> MakeRegistrations() {
           ENGRAM_ASSIGN_OR_RETURN(options.minimal_action_set, r.Bool("minimal_action_set"));
           ENGRAM_ASSIGN_OR_RETURN(options.max_episode_steps,
                                   r.Int("max_episode_steps", 0, kMaxSteps));
+          ENGRAM_ASSIGN_OR_RETURN(options.cell_permutation_seed,
+                                  r.Int("cell_permutation_seed", 0, kMaxSteps));
           ENGRAM_ASSIGN_OR_RETURN(auto env, minatar::MinAtarEnv::Create(game, options));
           return std::unique_ptr<Env>(std::move(env));
         }});

@@ -1,6 +1,8 @@
 #include "actor/envs/minatar/minatar_env.h"
 
 #include <cmath>
+#include <cstring>
+#include <random>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -83,7 +85,22 @@ MinAtarEnv::MinAtarEnv(EnvSpec spec, std::unique_ptr<Game> game, const MinAtarOp
       game_(std::move(game)),
       options_(options),
       action_map_(std::move(action_map)),
-      sticky_threshold_(Rng::Threshold53(options.sticky_action_prob)) {}
+      sticky_threshold_(Rng::Threshold53(options.sticky_action_prob)) {
+  if (options.cell_permutation_seed != 0) {
+    permutation_ = PermutedCells(options.cell_permutation_seed);
+    unpermuted_.resize(this->spec().observation_bytes());
+  }
+}
+
+std::vector<int> PermutedCells(int seed) {
+  std::vector<int> perm(kRows * kCols);
+  for (int i = 0; i < kRows * kCols; ++i) perm[i] = i;
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  for (int i = kRows * kCols - 1; i >= 1; --i) {
+    std::swap(perm[i], perm[rng() % static_cast<uint64_t>(i + 1)]);
+  }
+  return perm;
+}
 
 void MinAtarEnv::DoSeed(uint64_t seed) {
   // Seeds below 2^32 pass through unchanged (reference parity); larger ones fold.
@@ -101,6 +118,17 @@ Env::Outcome MinAtarEnv::DoStep(int action) {
   return Outcome{static_cast<float>(reward), game_->terminal(), false};
 }
 
-void MinAtarEnv::WriteObservation(uint8_t* dst) const { game_->WriteObservation(dst); }
+void MinAtarEnv::WriteObservation(uint8_t* dst) const {
+  if (permutation_.empty()) {
+    game_->WriteObservation(dst);
+    return;
+  }
+  game_->WriteObservation(unpermuted_.data());
+  const size_t channels = static_cast<size_t>(spec().observation_shape[2]);
+  for (size_t cell = 0; cell < permutation_.size(); ++cell) {
+    std::memcpy(dst + permutation_[cell] * channels, unpermuted_.data() + cell * channels,
+                channels);
+  }
+}
 
 }  // namespace engram::envs::minatar

@@ -18,7 +18,17 @@ struct MinAtarOptions {
   bool difficulty_ramping = true;   // spec 1.3
   bool minimal_action_set = false;  // spec 1.1: the "-v1" action set instead of all six
   int max_episode_steps = 0;        // external time limit (truncation); 0 = none (as MinAtar)
+  // Not MinAtar: a fixed permutation of the 100 grid cells applied to every observation (the
+  // same for all channels), for continual-learning task pairs whose dynamics are equal and
+  // whose inputs differ. 0 = none; any other value seeds the permutation (PermutedCells).
+  int cell_permutation_seed = 0;
 };
+
+// The cell permutation of `seed` (> 0): perm[i] is where cell i (row-major, row * 10 +
+// column) of the game's grid is written. A Fisher-Yates shuffle of 0..99 driven by
+// std::mt19937_64(seed), drawing j = rng() % (i + 1) for i = 99 down to 1 (portable: the
+// same permutation on every platform).
+std::vector<int> PermutedCells(int seed);
 
 // The MinAtar wrapper (spec section 1) around one game: sticky actions, the action set,
 // and one MT19937 stream shared by the sticky draw and the game (spec 1.6, section 8).
@@ -56,8 +66,10 @@ class MinAtarEnv : public Env {
 
   std::unique_ptr<Game> game_;
   MinAtarOptions options_;
-  std::vector<int> action_map_;  // agent action -> full action index
-  uint64_t sticky_threshold_;    // Rng::Threshold53(sticky_action_prob)
+  std::vector<int> action_map_;   // agent action -> full action index
+  std::vector<int> permutation_;  // empty: none (see MinAtarOptions::cell_permutation_seed)
+  mutable std::vector<uint8_t> unpermuted_;
+  uint64_t sticky_threshold_;  // Rng::Threshold53(sticky_action_prob)
   Rng rng_;
   int last_action_ = kNoop;
 };

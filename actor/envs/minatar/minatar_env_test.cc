@@ -1,5 +1,6 @@
 #include "actor/envs/minatar/minatar_env.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -154,6 +155,48 @@ TEST(MinAtarEnvTest, SameSeedSameTrajectoryDifferentSeedDifferent) {
       if (rc.terminated) rc = c->Reset();
     }
     EXPECT_TRUE(differs) << game;
+  }
+}
+
+}  // namespace
+}  // namespace engram::envs::minatar
+
+namespace engram::envs::minatar {
+namespace {
+
+TEST(MinAtarEnvTest, CellPermutationMovesEveryCellAndNothingElse) {
+  const std::vector<int> perm = PermutedCells(7);
+  std::vector<int> sorted = perm;
+  std::sort(sorted.begin(), sorted.end());
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(sorted[i], i);  // a permutation of 0..99
+  int moved = 0;
+  for (int i = 0; i < 100; ++i) moved += perm[i] != i;
+  EXPECT_GT(moved, 90);
+  EXPECT_EQ(PermutedCells(7), perm);  // fixed by its seed
+  EXPECT_NE(PermutedCells(8), perm);
+
+  // The same game and actions with and without the permutation: the observations are the
+  // same cells moved, channel by channel.
+  MinAtarOptions plain_options;
+  plain_options.sticky_action_prob = 0;
+  MinAtarOptions permuted_options = plain_options;
+  permuted_options.cell_permutation_seed = 7;
+  auto plain = *MinAtarEnv::Create("breakout", plain_options);
+  auto permuted = *MinAtarEnv::Create("breakout", permuted_options);
+  plain->Reset(3);
+  permuted->Reset(3);
+  const size_t channels = plain->spec().observation_shape[2];
+  std::vector<uint8_t> a(plain->spec().observation_bytes()), b(a.size());
+  for (int step = 0; step < 30; ++step) {
+    plain->WriteObservation(a.data());
+    permuted->WriteObservation(b.data());
+    for (int cell = 0; cell < 100; ++cell) {
+      for (size_t c = 0; c < channels; ++c) {
+        ASSERT_EQ(b[perm[cell] * channels + c], a[cell * channels + c]) << "step " << step;
+      }
+    }
+    plain->Step(step % 3);
+    permuted->Step(step % 3);
   }
 }
 
