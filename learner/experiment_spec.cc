@@ -926,6 +926,42 @@ const v1::EnvironmentSpec& TaskEnvironment(const v1::ExperimentSpec& resolved, i
   return resolved.task_sequence().tasks(task_index).environment();
 }
 
+TaskPhase TaskPhaseAt(const v1::ExperimentSpec& resolved, int64_t frames) {
+  TaskPhase at;
+  if (!resolved.has_task_sequence() || resolved.task_sequence().tasks_size() == 0) {
+    at.end_frames = std::numeric_limits<int64_t>::max();
+    return at;
+  }
+  const v1::TaskSequence& sequence = resolved.task_sequence();
+  const int tasks = sequence.tasks_size();
+  const int phases = tasks * std::max(sequence.cycles(), 1);
+  int64_t start = 0;
+  for (int p = 0; p < phases; ++p) {
+    const int64_t end =
+        SaturatingAdd(start, std::max<int64_t>(sequence.tasks(p % tasks).frames(), 0));
+    at.phase = p;
+    at.task_index = p % tasks;
+    at.start_frames = start;
+    at.end_frames = end;
+    if (frames < end) return at;
+    start = end;
+  }
+  at.sequence_done = true;
+  return at;
+}
+
+v1::TableSpec TaskTable(const v1::ExperimentSpec& resolved, int task_index) {
+  v1::TableSpec table = AlgorithmTable(resolved);
+  if (!resolved.has_task_sequence()) {
+    ENGRAM_CHECK(task_index == 0) << "task " << task_index << " of a spec without task_sequence";
+    return table;
+  }
+  ENGRAM_CHECK(task_index >= 0 && task_index < resolved.task_sequence().tasks_size())
+      << "task " << task_index << " of " << resolved.task_sequence().tasks_size();
+  table.set_name(absl::StrCat(table.name(), "_t", task_index));
+  return table;
+}
+
 uint64_t TrainingEnvSeed(const v1::ExperimentSpec& resolved, int actor_index, int env_index,
                          int task_index) {
   const int envs_per_actor = resolved.actors().envs_per_actor();

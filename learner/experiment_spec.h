@@ -64,6 +64,23 @@ absl::StatusOr<EnvironmentInfo> DescribeEnvironment(const v1::EnvironmentSpec& e
 // `environment` (task_index 0) without a task sequence.
 const v1::EnvironmentSpec& TaskEnvironment(const v1::ExperimentSpec& resolved, int task_index = 0);
 
+// Where a run stands in its task sequence after `frames` training frames. The sequence is
+// task_sequence.tasks repeated `cycles` times; phase p trains tasks[p % tasks] for that
+// task's frames. Without a task sequence there is one phase, task 0, that never ends.
+struct TaskPhase {
+  int phase = 0;               // 0 .. tasks * cycles - 1
+  int task_index = 0;          // into task_sequence.tasks
+  int64_t start_frames = 0;    // frames at which this phase began
+  int64_t end_frames = 0;      // frames at which the next begins (INT64_MAX: never)
+  bool sequence_done = false;  // frames >= the whole sequence's (the phase is the last)
+};
+TaskPhase TaskPhaseAt(const v1::ExperimentSpec& resolved, int64_t frames);
+
+// The replay table of task `task_index` for a run with a task sequence (each task has its
+// own): the algorithm table's spec renamed "<name>_t<task_index>". Without a task sequence,
+// AlgorithmTable itself (task_index must be 0).
+v1::TableSpec TaskTable(const v1::ExperimentSpec& resolved, int task_index);
+
 // Seed of training environment `env_index` of actor `actor_index` in task `task_index`:
 // environment.seed + actor_index * envs_per_actor + env_index (modulo 2^64).
 uint64_t TrainingEnvSeed(const v1::ExperimentSpec& resolved, int actor_index, int env_index,

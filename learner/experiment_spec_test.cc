@@ -696,6 +696,35 @@ TEST(DerivedQuantitiesTest, SeedsFollowTheDocumentedLayout) {
   EXPECT_EQ(&TaskEnvironment(tasks, 1), &tasks.task_sequence().tasks(1).environment());
 }
 
+TEST(DerivedQuantitiesTest, TaskPhasesFollowTheSequenceAndItsCycles) {
+  // kTwoTasks: breakout for 300 frames, then "second" for 200, twice.
+  const v1::ExperimentSpec tasks = Resolve(kTwoTasks, "ewc {}");
+  auto at = [&](int64_t frames) { return TaskPhaseAt(tasks, frames); };
+  EXPECT_EQ(at(0).phase, 0);
+  EXPECT_EQ(at(0).task_index, 0);
+  EXPECT_EQ(at(299).end_frames, 300);
+  EXPECT_EQ(at(300).phase, 1);
+  EXPECT_EQ(at(300).task_index, 1);
+  EXPECT_EQ(at(300).start_frames, 300);
+  EXPECT_EQ(at(500).phase, 2);
+  EXPECT_EQ(at(500).task_index, 0);
+  EXPECT_EQ(at(999).phase, 3);
+  EXPECT_EQ(at(999).task_index, 1);
+  EXPECT_FALSE(at(999).sequence_done);
+  EXPECT_TRUE(at(1000).sequence_done);
+  EXPECT_EQ(at(1000).phase, 3);
+  EXPECT_EQ(at(1000).end_frames, 1000);
+
+  const v1::ExperimentSpec single = Resolve(kApex);
+  EXPECT_EQ(TaskPhaseAt(single, 1 << 30).task_index, 0);
+  EXPECT_FALSE(TaskPhaseAt(single, 1 << 30).sequence_done);
+  EXPECT_EQ(TaskTable(single, 0).name(), AlgorithmTable(single).name());
+  // Each task its own table, otherwise the algorithm table's spec.
+  const v1::TableSpec second = TaskTable(tasks, 1);
+  EXPECT_EQ(second.name(), AlgorithmTable(tasks).name() + "_t1");
+  EXPECT_EQ(second.max_size(), AlgorithmTable(tasks).max_size());
+}
+
 TEST(DerivedQuantitiesTest, ApexEpsilonsSpanAllEnvironments) {
   const v1::ExperimentSpec spec = Resolve(kApex, R"pb(
     actors { num_actors: 2 envs_per_actor: 3 }
