@@ -391,7 +391,8 @@ TEST(ResolveExperimentSpecTest, ReportsManyProblemsWithExactPaths) {
       problems,
       "id: must be 1 to 63 characters from [a-z0-9-] starting with a letter, got \"Bad_Id\"; "
       "environment.options[\"speed\"]: unknown option of minatar/breakout (accepted: "
-      "sticky_action_prob, difficulty_ramping, minimal_action_set, max_episode_steps); "
+      "sticky_action_prob, difficulty_ramping, minimal_action_set, max_episode_steps, "
+      "cell_permutation_seed); "
       "environment.options[\"sticky_action_prob\"]: \"2\" is invalid, expected a number in [0, "
       "1]; "
       "apex_dqn.gamma: must be in [0, 1], got 1.5; "

@@ -146,9 +146,10 @@ int Run(int argc, char** argv) {
   InitProcess(argc, argv,
               {.program = kProgram,
                .usage = absl::StrCat(
-                   "The Ape-X learner: takes experiments (over RPC, or one from --experiment), "
-                   "trains from the replay shards, publishes weights to the actors, checkpoints "
-                   "and resumes.\nUsage: ",
+                   "The learner: takes experiments (over RPC, or one from --experiment), trains "
+                   "them (Ape-X DQN, meta-RL) from the replay shards or keeps an episodic control "
+                   "run's books, publishes weights to the actors, checkpoints and resumes.\n"
+                   "Usage: ",
                    kProgram,
                    " --replay_addresses=127.0.0.1:7700 --address=0.0.0.0:7800 "
                    "[--experiment=spec.textproto] [--runs_dir=runs] [--device=auto]"),

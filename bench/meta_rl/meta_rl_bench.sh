@@ -4,8 +4,11 @@
 # checkpoint with frozen weights on 300 held-out instances against Thompson sampling, UCB1,
 # the Gittins index and random (bench/meta_rl/meta_rl_eval): the regret tables (stdout, JSON)
 # and per-trial regret curves (CSV), and for the two-step task the stay probabilities.
-#   bench/meta_rl/meta_rl_bench.sh [OUT_DIR] [WALL_TIME per experiment, e.g. 10m] [SPEC...]
+#   [FRAMES=N] bench/meta_rl/meta_rl_bench.sh [OUT_DIR] [WALL_TIME per experiment, e.g. 10m]
+#                                            [SPEC...]
 # Default specs: independent, dependent easy, dependent medium bandits and the two-step task.
+# FRAMES caps each experiment's training frames as well (the actors run at the learner's pace,
+# so frames / 1600 is about the learner's updates with the specs' 16 chunks of 100 steps).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/engram-meta-rl}
@@ -27,7 +30,8 @@ for spec in "${specs[@]}"; do
   run="$out/runs/$id"
   rm -rf "$run"
   echo "== $id: training for at most $wall ($spec)"
-  build/release/bin/engram local "$spec" --max_wall_time="$wall" --run_dir="$run"
+  build/release/bin/engram local "$spec" --max_wall_time="$wall" --run_dir="$run" \
+    ${FRAMES:+--max_frames="$FRAMES"}
   checkpoint=$(ls -d "$run/$id"/checkpoints/ckpt-* | sort | tail -1)
   cp "$run/$id/progress.csv" "$out/${id}_progress.csv"
   cp "$run/$id/evaluations.csv" "$out/${id}_evaluations.csv"
