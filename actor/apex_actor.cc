@@ -422,12 +422,7 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
   }
   learner::SetComputeThreads(1);  // several actors share few cores
   const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
-  if (training &&
-      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
-                     ") for a training actor, got ", options.actor_index));
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckActorIndex(options));
   const std::string client_id = absl::StrCat(training ? "actor-" : "eval-", options.actor_index);
   ENGRAM_ASSIGN_OR_RETURN(Common common, Connect(options, client_id));
   ENGRAM_RETURN_IF_ERROR(
@@ -435,6 +430,34 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
   if (stop.load()) return absl::OkStatus();
   if (!training) return RunEvaluationActor(options, std::move(common), stop, registry);
 
+  std::string target;
+  ENGRAM_ASSIGN_OR_RETURN(
+      std::unique_ptr<replay::ReplayWriter> writer,
+      OpenReplayWriter(options, replay::ReplayWriterOptions().max_unacked_requests, &target));
+  std::unique_ptr<episodic::EpisodicClient> episodic;
+  if (options.spec.apex_dqn().write_episodic()) {
+    ENGRAM_ASSIGN_OR_RETURN(
+        episodic, ConnectEpisodicMemory(options.episodic_address, options.channel, options.spec,
+                                        common.env_spec.num_actions));
+  }
+  TrainingActor actor(options, std::move(common), std::move(writer), registry);
+  if (episodic != nullptr) actor.EnableEpisodicWrites(std::move(episodic));
+  actor.set_writer_target(std::move(target));
+  return actor.Run(stop);
+}
+
+absl::Status CheckActorIndex(const ApexActorOptions& options) {
+  if (options.role == v1::ACTOR_ROLE_TRAINING &&
+      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
+                     ") for a training actor, got ", options.actor_index));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<replay::ReplayWriter>> OpenReplayWriter(
+    const ApexActorOptions& options, int max_unacked_requests, std::string* target) {
   const int shard = learner::ShardOfActor(options.spec, options.actor_index);
   if (shard >= static_cast<int>(options.replay_addresses.size())) {
     return absl::InvalidArgumentError(
@@ -444,22 +467,11 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
   }
   ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> replay,
                           CreateChannel(options.replay_addresses[shard], options.channel));
-  ENGRAM_ASSIGN_OR_RETURN(
-      std::unique_ptr<replay::ReplayWriter> writer,
-      replay::ReplayWriter::Create(
-          replay, {.table = learner::AlgorithmTable(options.spec).name(),
-                   .max_items_per_request = options.spec.actors().insert_batch_size()}));
-  std::unique_ptr<episodic::EpisodicClient> episodic;
-  if (options.spec.apex_dqn().write_episodic()) {
-    ENGRAM_ASSIGN_OR_RETURN(
-        episodic, ConnectEpisodicMemory(options.episodic_address, options.channel, options.spec,
-                                        common.env_spec.num_actions));
-  }
-  TrainingActor actor(options, std::move(common), std::move(writer), registry);
-  if (episodic != nullptr) actor.EnableEpisodicWrites(std::move(episodic));
-  actor.set_writer_target(
-      absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")"));
-  return actor.Run(stop);
+  *target = absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")");
+  return replay::ReplayWriter::Create(
+      replay, {.table = learner::AlgorithmTable(options.spec).name(),
+               .max_items_per_request = options.spec.actors().insert_batch_size(),
+               .max_unacked_requests = max_unacked_requests});
 }
 
 }  // namespace engram::actor

@@ -28,6 +28,7 @@
 #include "engram/v1/actor.pb.h"
 #include "engram/v1/experiment.pb.h"
 #include "prometheus/registry.h"
+#include "replay_server/client/writer.h"
 
 namespace engram::actor {
 
@@ -61,6 +62,15 @@ struct ApexActorOptions {
 // outages are retried with backoff and do not end the run.
 absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
                           prometheus::Registry* registry);
+
+// Shared by every algorithm's actor:
+// INVALID_ARGUMENT unless a training actor's index is in [0, actors.num_actors).
+absl::Status CheckActorIndex(const ApexActorOptions& options);
+// A training actor's replay writer: to its shard (learner::ShardOfActor) and the algorithm's
+// table, with at most `max_unacked_requests` requests in flight; *target says which shard
+// ("replay shard 1 (host:port)"). INVALID_ARGUMENT when its shard has no address.
+absl::StatusOr<std::unique_ptr<replay::ReplayWriter>> OpenReplayWriter(
+    const ApexActorOptions& options, int max_unacked_requests, std::string* target);
 
 }  // namespace engram::actor
 

@@ -298,12 +298,7 @@ absl::Status RunEpisodicActor(const ApexActorOptions& options, const std::atomic
     return absl::InvalidArgumentError("algorithm: this actor loop runs episodic_control only");
   }
   const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
-  if (training &&
-      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
-                     ") for a training actor, got ", options.actor_index));
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckActorIndex(options));
   ENGRAM_ASSIGN_OR_RETURN(Episodic e, Connect(options));
   if (!training) return RunEvaluations(options, std::move(e), stop, registry);
   return RunTraining(options, std::move(e), stop, registry);

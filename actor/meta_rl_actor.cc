@@ -27,6 +27,10 @@
 namespace engram::actor {
 namespace {
 
+// Insert requests a training actor keeps in flight: few, so that when the learner's queue is
+// full the actor waits rather than buffering chunks that would age (policy lag).
+constexpr int kMaxRequestsInFlight = 4;
+
 // The actor's copy of the LSTM actor-critic and the version it holds.
 class RecurrentPolicy {
  public:
@@ -419,12 +423,7 @@ absl::Status RunMetaRlActor(const ApexActorOptions& options, const std::atomic<b
   }
   learner::SetComputeThreads(1);  // several actors share few cores
   const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
-  if (training &&
-      (options.actor_index < 0 || options.actor_index >= options.spec.actors().num_actors())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("actor_index: must be in [0, ", options.spec.actors().num_actors(),
-                     ") for a training actor, got ", options.actor_index));
-  }
+  ENGRAM_RETURN_IF_ERROR(CheckActorIndex(options));
   ENGRAM_ASSIGN_OR_RETURN(learner::MetaRlConfig config, learner::MetaRlLearnerConfig(options.spec));
   ENGRAM_ASSIGN_OR_RETURN(
       Connection c, ConnectToLearner<RecurrentPolicy>(
@@ -441,26 +440,11 @@ absl::Status RunMetaRlActor(const ApexActorOptions& options, const std::atomic<b
   if (stop.load()) return absl::OkStatus();
   if (!training) return RunEvaluation(options, std::move(c), stop, registry);
 
-  const int shard = learner::ShardOfActor(options.spec, options.actor_index);
-  if (shard >= static_cast<int>(options.replay_addresses.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("replay addresses: actor ", options.actor_index, " writes to shard ", shard,
-                     " of ", options.spec.replay().num_shards(), " but only ",
-                     options.replay_addresses.size(), " addresses were given"));
-  }
-  ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> replay,
-                          CreateChannel(options.replay_addresses[shard], options.channel));
-  ENGRAM_ASSIGN_OR_RETURN(
-      std::unique_ptr<replay::ReplayWriter> writer,
-      replay::ReplayWriter::Create(
-          replay, {.table = learner::AlgorithmTable(options.spec).name(),
-                   .max_items_per_request = options.spec.actors().insert_batch_size(),
-                   // Few requests in flight: when the learner's queue is full the actor
-                   // waits rather than buffering chunks that would age (policy lag).
-                   .max_unacked_requests = 4}));
+  std::string target;
+  ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<replay::ReplayWriter> writer,
+                          OpenReplayWriter(options, kMaxRequestsInFlight, &target));
   TrainingActor actor(options, std::move(c), std::move(writer), registry);
-  actor.set_writer_target(
-      absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")"));
+  actor.set_writer_target(std::move(target));
   return actor.Run(stop);
 }
 
