@@ -47,28 +47,6 @@ std::string Join(const std::vector<int64_t>& values) {
 // Whether `t` is a vector of `n` elements.
 bool IsVector(const torch::Tensor& t, int64_t n) { return t.dim() == 1 && t.size(0) == n; }
 
-void WriteNetwork(const QNetwork& network, torch::serialize::OutputArchive& archive) {
-  for (const auto& [name, tensor] : NamedTensors(network)) {
-    archive.write(ArchiveKey(name), tensor.detach());
-  }
-}
-
-// Reads every tensor of `network` from `archive` into `staged` (not into the network).
-std::string ReadNetwork(const QNetwork& network, torch::serialize::InputArchive& archive,
-                        const std::string& what,
-                        std::vector<std::pair<torch::Tensor, torch::Tensor>>* staged) {
-  for (const auto& [name, tensor] : NamedTensors(network)) {
-    torch::Tensor read;
-    if (!archive.try_read(ArchiveKey(name), read)) return what + " tensor \"" + name + "\" missing";
-    if (read.sizes() != tensor.sizes()) {
-      return what + " tensor \"" + name + "\" has shape " + SizesString(read.sizes()) +
-             ", expected " + SizesString(tensor.sizes());
-    }
-    staged->emplace_back(tensor, read);
-  }
-  return "";
-}
-
 }  // namespace
 
 std::string OptimizerConfig::Validate() const {
@@ -372,8 +350,8 @@ std::string DqnLearner::Save(const std::string& path) const {
     archive.write("optimizer_kind", torch::tensor(static_cast<int64_t>(config_.optimizer.kind)));
     archive.write("updates", torch::tensor(updates_));
     torch::serialize::OutputArchive online, target, optimizer;
-    WriteNetwork(*online_, online);
-    WriteNetwork(*target_, target);
+    WriteModuleTensors(*online_, online);
+    WriteModuleTensors(*target_, target);
     optimizer_->save(optimizer);
     archive.write("online", online);
     archive.write("target", target);
@@ -429,10 +407,10 @@ std::string DqnLearner::Load(const std::string& path) {
         !archive.try_read("optimizer", optimizer_archive)) {
       return what + "online, target or optimizer section missing";
     }
-    if (std::string e = ReadNetwork(*online_, online, "online", &staged); !e.empty()) {
+    if (std::string e = ReadModuleTensors(*online_, online, "online", &staged); !e.empty()) {
       return what + e;
     }
-    if (std::string e = ReadNetwork(*target_, target, "target", &staged); !e.empty()) {
+    if (std::string e = ReadModuleTensors(*target_, target, "target", &staged); !e.empty()) {
       return what + e;
     }
     // A fresh optimizer over the same parameter objects: its state is keyed by them, so it

@@ -426,9 +426,7 @@ std::string MetaRlLearner::Save(const std::string& path) const {
     archive.write("optimizer_kind", torch::tensor(static_cast<int64_t>(config_.optimizer.kind)));
     archive.write("updates", torch::tensor(updates_));
     torch::serialize::OutputArchive network, optimizer;
-    for (const auto& [name, tensor] : NamedTensors(*network_)) {
-      network.write(ArchiveKey(name), tensor.detach());
-    }
+    WriteModuleTensors(*network_, network);
     optimizer_->save(optimizer);
     archive.write("network", network);
     archive.write("optimizer", optimizer);
@@ -486,16 +484,8 @@ std::string MetaRlLearner::Load(const std::string& path) {
         !archive.try_read("optimizer", optimizer_archive)) {
       return what + "network or optimizer section missing";
     }
-    for (const auto& [name, tensor] : NamedTensors(*network_)) {
-      torch::Tensor read;
-      if (!network.try_read(ArchiveKey(name), read)) {
-        return what + "network tensor \"" + name + "\" missing";
-      }
-      if (read.sizes() != tensor.sizes()) {
-        return what + "network tensor \"" + name + "\" has shape " + SizesString(read.sizes()) +
-               ", expected " + SizesString(tensor.sizes());
-      }
-      staged.emplace_back(tensor, read);
+    if (std::string e = ReadModuleTensors(*network_, network, "network", &staged); !e.empty()) {
+      return what + e;
     }
     // A fresh optimizer over the same parameter objects: its state is keyed by them, so it
     // is valid once the weights are copied in below, and a failure leaves ours untouched.

@@ -32,6 +32,27 @@ std::string ArchiveKey(const std::string& name) {
   return key;
 }
 
+void WriteModuleTensors(const torch::nn::Module& module, torch::serialize::OutputArchive& archive) {
+  for (const auto& [name, tensor] : NamedTensors(module)) {
+    archive.write(ArchiveKey(name), tensor.detach());
+  }
+}
+
+std::string ReadModuleTensors(const torch::nn::Module& module,
+                              torch::serialize::InputArchive& archive, const std::string& what,
+                              std::vector<std::pair<torch::Tensor, torch::Tensor>>* staged) {
+  for (const auto& [name, tensor] : NamedTensors(module)) {
+    torch::Tensor read;
+    if (!archive.try_read(ArchiveKey(name), read)) return what + " tensor \"" + name + "\" missing";
+    if (read.sizes() != tensor.sizes()) {
+      return what + " tensor \"" + name + "\" has shape " + SizesString(read.sizes()) +
+             ", expected " + SizesString(tensor.sizes());
+    }
+    staged->emplace_back(tensor, read);
+  }
+  return "";
+}
+
 NamedTensorList ExportModuleWeights(const torch::nn::Module& module) {
   NamedTensorList weights = NamedTensors(module);
   for (auto& [name, tensor] : weights) {

@@ -12,6 +12,7 @@
 #include "learner/core/dqn.h"
 #include "torch/nn/module.h"
 #include "torch/optim/optimizer.h"
+#include "torch/serialize/archive.h"
 #include "torch/types.h"
 
 namespace engram::learner {
@@ -26,6 +27,15 @@ NamedTensorList NamedTensors(const torch::nn::Module& module);
 
 // A tensor name as an archive key: TorchScript attribute names must not contain '.'.
 std::string ArchiveKey(const std::string& name);
+
+// Writes every tensor of `module` to `archive` under its ArchiveKey.
+void WriteModuleTensors(const torch::nn::Module& module, torch::serialize::OutputArchive& archive);
+// Reads every tensor of `module` from `archive` into `staged` as (destination, value) pairs,
+// without touching the module (the caller copies once everything else has loaded). Returns
+// "" or, prefixed by `what` ("network"), the first tensor missing or of another shape.
+std::string ReadModuleTensors(const torch::nn::Module& module,
+                              torch::serialize::InputArchive& archive, const std::string& what,
+                              std::vector<std::pair<torch::Tensor, torch::Tensor>>* staged);
 
 // NamedTensors as deep CPU copies, detached (for publishing to actors).
 NamedTensorList ExportModuleWeights(const torch::nn::Module& module);
