@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "absl/status/status.h"
@@ -25,16 +26,35 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "actor/envs/registry.h"
+#include "actor/envs/vector_env.h"
 #include "actor/reporter.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
 #include "common/status_macros.h"
 #include "engram/v1/experiment.pb.h"
+#include "learner/experiment_spec.h"
 #include "learner/parameter_client.h"
 #include "replay_server/client/writer.h"
 
 namespace engram::actor {
+
+// The `num_envs` environments of task `task_index` (learner::TaskEnvironment; 0 without a
+// task sequence), not yet reset. In a task sequence their observations are padded to the
+// channels every task's network input has (learner::SharedEnvironment).
+inline absl::StatusOr<std::unique_ptr<envs::VectorEnv>> MakeTaskEnvs(
+    const v1::ExperimentSpec& resolved, int task_index, int num_envs) {
+  const v1::EnvironmentSpec& env = learner::TaskEnvironment(resolved, task_index);
+  const envs::EnvOptions options(env.options().begin(), env.options().end());
+  if (!resolved.has_task_sequence()) return envs::VectorEnv::Create(env.name(), options, num_envs);
+  ENGRAM_ASSIGN_OR_RETURN(learner::EnvironmentInfo shared, learner::SharedEnvironment(resolved));
+  std::vector<std::unique_ptr<envs::Env>> copies;
+  for (int i = 0; i < num_envs; ++i) {
+    ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<envs::Env> copy, envs::MakeEnv(env.name(), options));
+    copies.push_back(envs::PadChannels(std::move(copy), shared.observation_shape.back()));
+  }
+  return envs::VectorEnv::FromEnvs(std::move(copies));
+}
 
 // The learner connection and the environment's spec.
 template <typename Policy>
@@ -54,8 +74,8 @@ struct ConnectOptions {
   uint64_t incarnation = 0;
 };
 
-// Connects to the learner and builds the environment once to learn its spec; `policy` is
-// set by the caller afterwards.
+// Connects to the learner and builds the environment (task 0's) once to learn its spec;
+// `policy` is set by the caller afterwards.
 template <typename Policy>
 absl::StatusOr<ActorConnection<Policy>> ConnectToLearner(const v1::ExperimentSpec& spec,
                                                          const ConnectOptions& options) {
@@ -70,9 +90,7 @@ absl::StatusOr<ActorConnection<Policy>> ConnectToLearner(const v1::ExperimentSpe
                                                              .actor_index = options.actor_index,
                                                              .role = options.role,
                                                              .incarnation = options.incarnation}));
-  ENGRAM_ASSIGN_OR_RETURN(
-      auto probe, envs::MakeEnv(spec.environment().name(), {spec.environment().options().begin(),
-                                                            spec.environment().options().end()}));
+  ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<envs::VectorEnv> probe, MakeTaskEnvs(spec, 0, 1));
   c.env_spec = probe->spec();
   return c;
 }

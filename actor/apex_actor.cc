@@ -123,8 +123,7 @@ class TrainingActor {
         metrics_(registry, "training"),
         num_envs_(options.spec.actors().envs_per_actor()),
         obs_bytes_(c_.env_spec.observation_bytes()),
-        builder_(num_envs_, options.spec.apex_dqn().n_step(),
-                 static_cast<float>(options.spec.apex_dqn().gamma()), obs_bytes_),
+        builder_(NewNStepBuilder()),
         records_(num_envs_),
         awaiting_(num_envs_),
         episode_id_(num_envs_),
@@ -139,13 +138,20 @@ class TrainingActor {
   }
 
   absl::Status Run(const std::atomic<bool>& stop) {
-    const v1::EnvironmentSpec& env = options_.spec.environment();
-    ENGRAM_ASSIGN_OR_RETURN(
-        vec_, envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()},
-                                      num_envs_));
-    vec_->Reset(learner::TrainingEnvSeed(options_.spec, options_.actor_index, 0));
+    // The task to act in comes with the learner's answers (a task sequence's current one).
+    int first_task = 0;
+    if (options_.spec.has_task_sequence()) {
+      const absl::Time give_up = absl::Now() + absl::Seconds(30);
+      while (!c_.reporter->connected() && !Stopping(stop) && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(20));
+      }
+      first_task = c_.reporter->last_response().task_index();
+    }
+    // The writer was opened for task 0.
+    ENGRAM_RETURN_IF_ERROR(first_task == 0 ? StartTask(0) : SwitchTask(first_task));
     Log(absl::StrFormat("actor %d: %d x %s, epsilon %.4g .. %.4g, writing to %s",
-                        options_.actor_index, num_envs_, env.name(), epsilon_.front(),
+                        options_.actor_index, num_envs_,
+                        learner::TaskEnvironment(options_.spec, task_).name(), epsilon_.front(),
                         epsilon_.back(), writer_target_));
     const int sync_steps = options_.spec.actors().weight_sync_steps();
     absl::Time next_log = absl::Now() + options_.log_interval;
@@ -153,6 +159,9 @@ class TrainingActor {
     absl::Time logged_at = absl::Now();
     for (int64_t step = 0;; ++step) {
       if (Stopping(stop)) break;
+      if (options_.spec.has_task_sequence()) {
+        if (const int task = AnnouncedTask(); task != task_) ENGRAM_RETURN_IF_ERROR(SwitchTask(task));
+      }
       if (step % sync_steps == 0) {
         bool changed = false;
         ENGRAM_RETURN_IF_ERROR(SyncWeights(c_, &changed));
@@ -207,12 +216,68 @@ class TrainingActor {
         c_.env_spec.observation_elements(),
         spec.episodic_control().has_key_dim() ? spec.episodic_control().key_dim() : 64,
         spec.seed());
-    episode_writer_ = std::make_unique<EpisodeWriter>(
-        episodic_.get(), projection_.get(), num_envs_, spec.apex_dqn().gamma(),
-        c_.env_spec.observation_dtype == envs::DType::kFloat32);
+    NewEpisodeWriter();
   }
 
  private:
+  actor::NStepBuilder NewNStepBuilder() const {
+    const v1::ApexDqnConfig& dqn = learner::DqnAlgorithmConfig(options_.spec);
+    return actor::NStepBuilder(num_envs_, dqn.n_step(), static_cast<float>(dqn.gamma()),
+                               obs_bytes_);
+  }
+
+  void NewEpisodeWriter() {
+    episode_writer_ = std::make_unique<EpisodeWriter>(
+        episodic_.get(), projection_.get(), num_envs_,
+        learner::DqnAlgorithmConfig(options_.spec).gamma(),
+        c_.env_spec.observation_dtype == envs::DType::kFloat32);
+  }
+
+  // Builds task `task`'s environments and resets them with the actor's seeds for that task.
+  absl::Status StartTask(int task) {
+    ENGRAM_ASSIGN_OR_RETURN(vec_, MakeTaskEnvs(options_.spec, task, num_envs_));
+    if (vec_->spec().observation_bytes() != obs_bytes_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "task ", task, ": observations of ", vec_->spec().observation_bytes(), " bytes, the network takes ", obs_bytes_));
+    }
+    vec_->Reset(learner::TrainingEnvSeed(options_.spec, options_.actor_index, 0, task));
+    task_ = task;
+    return absl::OkStatus();
+  }
+
+  // The learner moved the run to task `task` (task_sequence): experience of the old task
+  // still in flight is delivered to its table (best effort: the learner drops that table
+  // once it has consolidated), episodes under way are abandoned (not reported, no n-step
+  // transitions: they would mix two tasks), and stepping goes on in the new task's
+  // environments, writing to its table.
+  absl::Status SwitchTask(int task) {
+    const int tasks = options_.spec.has_task_sequence() ? options_.spec.task_sequence().tasks_size() : 1;
+    if (task < 0 || task >= tasks) {
+      return absl::InvalidArgumentError(absl::StrCat("the learner announced task ", task, " of a sequence of ", tasks));
+    }
+    // The learner sampled what it needs of the old task before announcing the new one, and
+    // the old table's rate limiter no longer moves: a short wait is enough.
+    const absl::Status closed = writer_->Close(absl::Now() + absl::Seconds(1));
+    if (!closed.ok()) {
+      Log(absl::StrCat("actor ", options_.actor_index, ": items of task ", task_,
+                       " left undelivered at the switch: ", closed.message()));
+    }
+    ENGRAM_ASSIGN_OR_RETURN(writer_, OpenReplayWriter(options_, replay::ReplayWriterOptions().max_unacked_requests, &writer_target_, task));
+    ENGRAM_RETURN_IF_ERROR(StartTask(task));
+    switching_ = false;
+    builder_ = NewNStepBuilder();
+    for (int j = 0; j < num_envs_; ++j) {
+      records_[j].clear();
+      awaiting_[j].clear();
+      episode_id_[j] = NonZeroRandom(id_gen_);
+      episode_step_[j] = 0;
+    }
+    if (episode_writer_ != nullptr) NewEpisodeWriter();
+    Log(absl::StrFormat("actor %d: task %d (%s) from now on, writing to %s", options_.actor_index, task,
+                        options_.spec.task_sequence().tasks(task).name(), writer_target_));
+    return absl::OkStatus();
+  }
+
   absl::Status Step(const std::atomic<bool>& stop) {
     const torch::Tensor q = c_.policy->Q(vec_->observations(), num_envs_);
     const int num_actions = static_cast<int>(q.size(1));
@@ -348,10 +413,30 @@ class TrainingActor {
   }
 
   absl::Status Append(v1::Item item, const std::atomic<bool>& stop) {
-    ENGRAM_RETURN_IF_ERROR(AppendItem(*writer_, item, [&] { return Stopping(stop); }));
-    Increment(metrics_.items);
+    // Once the learner has moved on, the old task's table takes no more (its rate limiter
+    // waits for samples that will not come): the item is dropped.
+    if (switching_) return absl::OkStatus();
+    const absl::Status appended = AppendItem(*writer_, item, [&] {
+      switching_ = options_.spec.has_task_sequence() && AnnouncedTask() != task_;
+      return Stopping(stop) || switching_;
+    });
+    if (absl::IsNotFound(appended) && options_.spec.has_task_sequence()) {
+      // The learner drops a finished task's table some seconds after announcing the next
+      // task; an actor that has not heard of the switch yet waits for the announcement.
+      const absl::Time give_up = absl::Now() + absl::Seconds(10);
+      while (AnnouncedTask() == task_ && !Stopping(stop) && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      switching_ = AnnouncedTask() != task_;
+      if (switching_ || Stopping(stop)) return absl::OkStatus();
+    }
+    ENGRAM_RETURN_IF_ERROR(appended);
+    if (!switching_) Increment(metrics_.items);
     return absl::OkStatus();
   }
+
+  // The task the learner's latest answer names.
+  int AnnouncedTask() const { return c_.reporter->last_response().task_index(); }
 
   // Asked to stop (signal), or the learner says the run is over.
   bool Stopping(const std::atomic<bool>& stop) const {
@@ -382,6 +467,8 @@ class TrainingActor {
   std::vector<int> actions_;
   std::vector<float> q_taken_;
   std::vector<actor::NStepTransition> emitted_;
+  int task_ = 0;             // index into task_sequence.tasks
+  bool switching_ = false;  // the learner announced another task; not switched yet
   RecentReturns recent_returns_;
   std::mt19937_64 rng_;
   absl::BitGen id_gen_;
@@ -417,8 +504,8 @@ absl::Status RunEvaluationActor(const ApexActorOptions& options, Common c,
 
 absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<bool>& stop,
                           prometheus::Registry* registry) {
-  if (!options.spec.has_apex_dqn()) {
-    return absl::InvalidArgumentError("algorithm: this actor runs apex_dqn experiments only");
+  if (!options.spec.has_apex_dqn() && !options.spec.has_ewc()) {
+    return absl::InvalidArgumentError("algorithm: this actor runs apex_dqn and ewc experiments");
   }
   learner::SetComputeThreads(1);  // several actors share few cores
   const bool training = options.role == v1::ACTOR_ROLE_TRAINING;
@@ -435,7 +522,7 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
       std::unique_ptr<replay::ReplayWriter> writer,
       OpenReplayWriter(options, replay::ReplayWriterOptions().max_unacked_requests, &target));
   std::unique_ptr<episodic::EpisodicClient> episodic;
-  if (options.spec.apex_dqn().write_episodic()) {
+  if (learner::DqnAlgorithmConfig(options.spec).write_episodic()) {
     ENGRAM_ASSIGN_OR_RETURN(
         episodic, ConnectEpisodicMemory(options.episodic_address, options.channel, options.spec,
                                         common.env_spec.num_actions));
@@ -457,7 +544,8 @@ absl::Status CheckActorIndex(const ApexActorOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<replay::ReplayWriter>> OpenReplayWriter(
-    const ApexActorOptions& options, int max_unacked_requests, std::string* target) {
+    const ApexActorOptions& options, int max_unacked_requests, std::string* target,
+    int task_index) {
   const int shard = learner::ShardOfActor(options.spec, options.actor_index);
   if (shard >= static_cast<int>(options.replay_addresses.size())) {
     return absl::InvalidArgumentError(
@@ -467,9 +555,11 @@ absl::StatusOr<std::unique_ptr<replay::ReplayWriter>> OpenReplayWriter(
   }
   ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> replay,
                           CreateChannel(options.replay_addresses[shard], options.channel));
-  *target = absl::StrCat("replay shard ", shard, " (", options.replay_addresses[shard], ")");
+  const std::string table = learner::TaskTable(options.spec, task_index).name();
+  *target = absl::StrCat("table \"", table, "\" of replay shard ", shard, " (",
+                         options.replay_addresses[shard], ")");
   return replay::ReplayWriter::Create(
-      replay, {.table = learner::AlgorithmTable(options.spec).name(),
+      replay, {.table = table,
                .max_items_per_request = options.spec.actors().insert_batch_size(),
                .max_unacked_requests = max_unacked_requests});
 }

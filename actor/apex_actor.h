@@ -33,7 +33,8 @@
 namespace engram::actor {
 
 struct ApexActorOptions {
-  // Resolved (learner::ResolveExperimentSpec) spec with apex_dqn.
+  // Resolved (learner::ResolveExperimentSpec) spec with apex_dqn or ewc (the other
+  // algorithms' actors take the same options).
   v1::ExperimentSpec spec;
   v1::ActorRole role = v1::ACTOR_ROLE_TRAINING;
   // Training: 0 .. actors.num_actors - 1. Evaluation: any index >= 0 (seeds and logs).
@@ -66,11 +67,13 @@ absl::Status RunApexActor(const ApexActorOptions& options, const std::atomic<boo
 // Shared by every algorithm's actor:
 // INVALID_ARGUMENT unless a training actor's index is in [0, actors.num_actors).
 absl::Status CheckActorIndex(const ApexActorOptions& options);
-// A training actor's replay writer: to its shard (learner::ShardOfActor) and the algorithm's
-// table, with at most `max_unacked_requests` requests in flight; *target says which shard
-// ("replay shard 1 (host:port)"). INVALID_ARGUMENT when its shard has no address.
+// A training actor's replay writer: to its shard (learner::ShardOfActor) and the table of
+// task `task_index` (learner::TaskTable: the algorithm's table without a task sequence), with
+// at most `max_unacked_requests` requests in flight; *target says where ("table \"replay\" of
+// replay shard 1 (host:port)"). INVALID_ARGUMENT when its shard has no address.
 absl::StatusOr<std::unique_ptr<replay::ReplayWriter>> OpenReplayWriter(
-    const ApexActorOptions& options, int max_unacked_requests, std::string* target);
+    const ApexActorOptions& options, int max_unacked_requests, std::string* target,
+    int task_index = 0);
 
 }  // namespace engram::actor
 

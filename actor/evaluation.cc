@@ -1,5 +1,6 @@
 #include "actor/evaluation.h"
 
+#include <algorithm>
 #include <memory>
 #include <random>
 
@@ -13,17 +14,17 @@
 namespace engram::actor {
 
 absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
-    const v1::ExperimentSpec& resolved, int64_t index, int64_t max_episode_steps,
+    const v1::ExperimentSpec& resolved, int64_t index, int task_index, int64_t max_episode_steps,
     int64_t policy_version, const GreedyActions& greedy, const std::atomic<bool>& stop) {
   const v1::EvaluationSpec& evaluation = resolved.evaluation();
   const int episodes = evaluation.episodes();
-  const v1::EnvironmentSpec& env = resolved.environment();
-  ENGRAM_ASSIGN_OR_RETURN(
-      std::unique_ptr<envs::VectorEnv> vec,
-      envs::VectorEnv::Create(env.name(), {env.options().begin(), env.options().end()}, episodes));
+  ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<envs::VectorEnv> vec,
+                          MakeTaskEnvs(resolved, task_index, episodes));
   // Episode k of evaluation `index` always gets the same seed, whichever actor runs it.
-  vec->Reset(learner::EvaluationEnvSeed(resolved, static_cast<int>((index - 1) * episodes)));
-  std::mt19937_64 rng(learner::EvaluationEnvSeed(resolved, 0) + static_cast<uint64_t>(index));
+  vec->Reset(learner::EvaluationEnvSeed(resolved, static_cast<int>((index - 1) * episodes),
+                                        task_index));
+  std::mt19937_64 rng(learner::EvaluationEnvSeed(resolved, 0, task_index) +
+                      static_cast<uint64_t>(index));
   const int num_actions = vec->spec().num_actions;
   std::vector<v1::EpisodeResult> results(episodes);
   std::vector<bool> finished(episodes, false);
@@ -52,6 +53,7 @@ absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
       result.set_policy_version(policy_version);
       result.set_epsilon(evaluation.epsilon());
       result.set_truncated(vec->done(j) ? vec->truncated()[j] != 0 : true);
+      result.set_task_index(task_index);
     }
   }
   if (remaining > 0) return absl::CancelledError("evaluation interrupted by shutdown");
@@ -72,26 +74,43 @@ absl::Status ServeEvaluations(const v1::ExperimentSpec& resolved, int64_t max_ep
     ENGRAM_ASSIGN_OR_RETURN(EvaluationPolicy policy, prepare(index));
     Set(metrics.policy_version, static_cast<double>(policy.version));
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::vector<v1::EpisodeResult>> episodes =
-        RunEvaluationEpisodes(resolved, index, max_episode_steps, policy.version, policy.act, stop);
-    if (absl::IsCancelled(episodes.status())) break;
-    ENGRAM_RETURN_IF_ERROR(episodes.status());
-    double sum = 0;
-    int64_t frames = 0;
-    for (const v1::EpisodeResult& episode : *episodes) {
-      sum += episode.episode_return();
-      frames += episode.length();
+    // Tasks 0 .. evaluation_tasks - 1 (every task seen so far), within the sequence.
+    const int tasks = std::clamp(
+        seen.evaluation_tasks(), 1,
+        resolved.has_task_sequence() ? resolved.task_sequence().tasks_size() : 1);
+    std::vector<v1::EpisodeResult> all;
+    absl::Status failed;
+    for (int task = 0; task < tasks && failed.ok(); ++task) {
+      absl::StatusOr<std::vector<v1::EpisodeResult>> episodes = RunEvaluationEpisodes(
+          resolved, index, task, max_episode_steps, policy.version, policy.act, stop);
+      if (!episodes.ok()) {
+        failed = episodes.status();
+        break;
+      }
+      double sum = 0;
+      int64_t frames = 0;
+      for (const v1::EpisodeResult& episode : *episodes) {
+        sum += episode.episode_return();
+        frames += episode.length();
+      }
+      const double mean = episodes->empty() ? 0 : sum / episodes->size();
+      Increment(metrics.episodes, static_cast<double>(episodes->size()));
+      Increment(metrics.frames, static_cast<double>(frames));
+      Set(metrics.episode_return, mean);
+      const std::string task_name =
+          resolved.has_task_sequence()
+              ? absl::StrCat(", task ", resolved.task_sequence().tasks(task).name())
+              : std::string();
+      Log(absl::StrFormat(
+          "evaluation %d%s (weights v%d, at %d frames): mean return %.2f over %d episodes in "
+          "%.1f s",
+          index, task_name, policy.version, seen.frames(), mean, episodes->size(),
+          absl::ToDoubleSeconds(absl::Now() - start)));
+      all.insert(all.end(), episodes->begin(), episodes->end());
     }
-    const double mean = episodes->empty() ? 0 : sum / episodes->size();
-    Increment(metrics.episodes, static_cast<double>(episodes->size()));
-    Increment(metrics.frames, static_cast<double>(frames));
-    Set(metrics.episode_return, mean);
-    Log(
-        absl::StrFormat("evaluation %d (weights v%d, at %d frames): mean return %.2f over %d "
-                        "episodes in %.1f s",
-                        index, policy.version, seen.frames(), mean, episodes->size(),
-                        absl::ToDoubleSeconds(absl::Now() - start)));
-    reporter.CompleteEvaluation(index, *std::move(episodes));
+    if (absl::IsCancelled(failed)) break;
+    ENGRAM_RETURN_IF_ERROR(failed);
+    reporter.CompleteEvaluation(index, std::move(all));
     done_index = index;
     absl::Status flushed = reporter.Flush(absl::Now() + absl::Seconds(30));
     if (!flushed.ok()) Log(absl::StrCat("evaluation report: ", flushed.ToString()));

@@ -25,10 +25,12 @@ namespace engram::actor {
 using GreedyActions =
     std::function<absl::Status(const envs::VectorEnv& vec, std::vector<int>* actions)>;
 
-// The results of evaluation `index` (1, 2, ...); CANCELLED when `stop` interrupts it.
-// `policy_version` is recorded in every result.
+// The results of evaluation `index` (1, 2, ...) in task `task_index` (0 without a task
+// sequence; its environments from MakeTaskEnvs, seeds EvaluationEnvSeed(..., task_index));
+// CANCELLED when `stop` interrupts it. `policy_version` and `task_index` are recorded in
+// every result.
 absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
-    const v1::ExperimentSpec& resolved, int64_t index, int64_t max_episode_steps,
+    const v1::ExperimentSpec& resolved, int64_t index, int task_index, int64_t max_episode_steps,
     int64_t policy_version, const GreedyActions& greedy, const std::atomic<bool>& stop);
 
 // The policy an evaluation actor evaluates: its parameter version (0: none) and its action
@@ -43,8 +45,9 @@ using PrepareEvaluation = std::function<absl::StatusOr<EvaluationPolicy>(int64_t
 
 // The evaluation actor's loop, for every algorithm: waits until the learner asks for an
 // evaluation (a new evaluation_index in the report responses), runs it with
-// RunEvaluationEpisodes, logs it, reports the episodes and updates the actor's evaluation
-// metrics (registry may be null). Returns OK when the learner says the run is over or
+// RunEvaluationEpisodes in each of the response's evaluation_tasks tasks (one policy from
+// `prepare` for all of them), logs it, reports the episodes and updates the actor's
+// evaluation metrics (registry may be null). Returns OK when the learner says the run is over or
 // `stop` becomes true; errors of `prepare` or the episodes end it.
 absl::Status ServeEvaluations(const v1::ExperimentSpec& resolved, int64_t max_episode_steps,
                               ProgressReporter& reporter, const PrepareEvaluation& prepare,

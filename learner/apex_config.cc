@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "learner/experiment_spec.h"
 
@@ -26,11 +27,12 @@ OptimizerConfig CoreOptimizer(const v1::OptimizerConfig& optimizer, OptimizerCon
 }  // namespace
 
 absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolved) {
-  if (!resolved.has_apex_dqn()) {
-    return absl::InvalidArgumentError("algorithm: expected apex_dqn");
+  if (!resolved.has_apex_dqn() && !resolved.has_ewc()) {
+    return absl::InvalidArgumentError("algorithm: expected apex_dqn or ewc");
   }
-  ENGRAM_ASSIGN_OR_RETURN(EnvironmentInfo env, DescribeEnvironment(resolved.environment()));
-  const v1::ApexDqnConfig& apex = resolved.apex_dqn();
+  ENGRAM_ASSIGN_OR_RETURN(EnvironmentInfo env, SharedEnvironment(resolved));
+  const v1::ApexDqnConfig& apex = DqnAlgorithmConfig(resolved);
+  const std::string path = DqnAlgorithmPath(resolved);
   NetworkConfig config;
   config.observation_shape = env.observation_shape;
   config.num_actions = env.num_actions;
@@ -47,20 +49,20 @@ absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolv
       break;
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("apex_dqn.torso: unknown value ", static_cast<int>(apex.torso())));
+          absl::StrCat(path, ".torso: unknown value ", static_cast<int>(apex.torso())));
   }
   config.hidden_sizes.assign(apex.hidden_sizes().begin(), apex.hidden_sizes().end());
   if (const std::string error = config.Validate(); !error.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("apex_dqn.torso: ", v1::Torso_Name(apex.torso()),
-                                                   " does not fit ", resolved.environment().name(),
-                                                   ": ", error));
+    return absl::InvalidArgumentError(absl::StrCat(path, ".torso: ", v1::Torso_Name(apex.torso()),
+                                                   " does not fit [", absl::StrJoin(env.observation_shape, ", "),
+                                                   "] observations: ", error));
   }
   return config;
 }
 
 absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved) {
   ENGRAM_ASSIGN_OR_RETURN(NetworkConfig network, ApexNetworkConfig(resolved));
-  const v1::ApexDqnConfig& apex = resolved.apex_dqn();
+  const v1::ApexDqnConfig& apex = DqnAlgorithmConfig(resolved);
   DqnConfig config;
   config.network = std::move(network);
   config.double_q = apex.double_q();
@@ -71,7 +73,7 @@ absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved) 
   config.importance_beta_end = apex.importance_beta_end();
   config.importance_beta_anneal_frames = apex.importance_beta_anneal_frames();
   if (const std::string error = config.Validate(); !error.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
+    return absl::InvalidArgumentError(absl::StrCat(DqnAlgorithmPath(resolved), ": ", error));
   }
   return config;
 }

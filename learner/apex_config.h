@@ -13,13 +13,15 @@
 
 namespace engram::learner {
 
-// The Q-network: observation shape and actions from the environment, torso and hidden
-// sizes from apex_dqn. INVALID_ARGUMENT when the spec has no apex_dqn, the environment
-// cannot be built, or the torso does not fit the observation (naming `apex_dqn.torso`).
+// The Q-network: observation shape and actions from the environment (SharedEnvironment:
+// for a task sequence the tasks' padded to the most channels), torso and hidden sizes from
+// apex_dqn or ewc.dqn. INVALID_ARGUMENT when the spec has neither, the environment cannot
+// be built, or the torso does not fit the observation (naming `apex_dqn.torso` or
+// `ewc.dqn.torso`).
 absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolved);
 
 // The whole DQN configuration (network, optimizer, targets, beta schedule) of a resolved
-// spec; every field comes from apex_dqn (see experiment.proto for the defaults).
+// spec; every field comes from apex_dqn or ewc.dqn (see experiment.proto for the defaults).
 absl::StatusOr<DqnConfig> ApexLearnerConfig(const v1::ExperimentSpec& resolved);
 
 // The meta-RL configuration of a resolved spec with meta_rl: the LSTM's input from the

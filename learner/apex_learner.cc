@@ -25,6 +25,7 @@
 #include "google/protobuf/text_format.h"
 #include "learner/apex_config.h"
 #include "learner/core/dqn.h"
+#include "learner/core/ewc.h"
 #include "learner/core/meta_rl.h"
 #include "learner/experiment_spec.h"
 #include "learner/learner_checkpoint.pb.h"
@@ -41,6 +42,7 @@ namespace fs = std::filesystem;
 
 constexpr char kCheckpointPrefix[] = "ckpt-";
 constexpr char kModelFile[] = "learner.pt";
+constexpr char kEwcFile[] = "ewc.pt";
 constexpr char kStateFile[] = "state.textproto";
 
 absl::StatusOr<FoundCheckpoint> ReadCheckpoint(const std::string& dir,
@@ -68,6 +70,11 @@ absl::StatusOr<FoundCheckpoint> ReadCheckpoint(const std::string& dir,
   c.evaluations_requested = state.evaluations_requested();
   c.next_evaluation_frames = state.next_evaluation_frames();
   c.eval_return = state.eval_return();
+  c.task_phase = state.task_phase();
+  c.task_eval_returns.assign(state.task_eval_returns().begin(), state.task_eval_returns().end());
+  if (resolved.has_ewc() && !fs::exists(fs::path(dir) / kEwcFile)) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", kEwcFile, " is missing"));
+  }
   return found;
 }
 
@@ -100,10 +107,12 @@ class Trainer {
   struct Result {
     double loss = 0;
     std::vector<double> priorities;  // new priorities of the batch's keys; empty: none
+    double penalty = 0;              // EWC penalty added to the loss (0 without)
   };
   virtual ~Trainer() = default;
-  virtual std::string Load(const std::string& path) = 0;
-  virtual std::string Save(const std::string& path) const = 0;
+  // Reads / writes the trainer's files in checkpoint directory `dir`; "" or why not.
+  virtual std::string Load(const std::string& dir) = 0;
+  virtual std::string Save(const std::string& dir) const = 0;
   virtual NamedWeights ExportWeights() const = 0;
   virtual int64_t updates() const = 0;
   // Importance-sampling beta at `frames`; nullopt for tables without priorities.
@@ -111,13 +120,53 @@ class Trainer {
   virtual absl::StatusOr<PreparedBatch> Prepare(const replay::ShardedSampler::Batch& batch,
                                                 const v1::TableSpec& table, bool pinned) = 0;
   virtual Result Update(const PreparedBatch& prepared) = 0;
+  // Task sequences: minibatches of a finished task's replay the trainer wants (0: none),
+  // and the end of that task with them (EWC consolidates).
+  virtual int TaskEndBatches() const { return 0; }
+  virtual void EndTask(const std::vector<PreparedBatch>& /*batches*/) {}
 };
 
+// DQN (apex_dqn), optionally consolidated by EWC between tasks (ewc).
 class DqnTrainer final : public Trainer {
  public:
-  explicit DqnTrainer(std::unique_ptr<DqnLearner> learner) : learner_(std::move(learner)) {}
-  std::string Load(const std::string& path) override { return learner_->Load(path); }
-  std::string Save(const std::string& path) const override { return learner_->Save(path); }
+  // `ewc`: null for apex_dqn. `fisher_minibatches`: M of ewc.
+  DqnTrainer(std::unique_ptr<DqnLearner> learner, std::unique_ptr<ElasticWeights> ewc,
+             int fisher_minibatches)
+      : learner_(std::move(learner)),
+        ewc_(std::move(ewc)),
+        fisher_minibatches_(fisher_minibatches) {}
+
+  std::string Load(const std::string& dir) override {
+    if (std::string error = learner_->Load((fs::path(dir) / kModelFile).string()); !error.empty()) {
+      return error;
+    }
+    if (ewc_ == nullptr) return "";
+    if (std::string error = ewc_->Load((fs::path(dir) / kEwcFile).string(), learner_->device());
+        !error.empty()) {
+      return error;
+    }
+    InstallPenalty();
+    return "";
+  }
+  std::string Save(const std::string& dir) const override {
+    if (std::string error = learner_->Save((fs::path(dir) / kModelFile).string()); !error.empty()) {
+      return error;
+    }
+    return ewc_ == nullptr ? "" : ewc_->Save((fs::path(dir) / kEwcFile).string());
+  }
+
+  // Fine-tuning (lambda 0) needs no Fisher.
+  int TaskEndBatches() const override {
+    return ewc_ != nullptr && ewc_->options().lambda > 0 ? fisher_minibatches_ : 0;
+  }
+
+  void EndTask(const std::vector<PreparedBatch>& batches) override {
+    if (ewc_ == nullptr || batches.empty()) return;
+    std::vector<DqnBatch> dqn;
+    for (const PreparedBatch& prepared : batches) dqn.push_back(std::get<DqnBatch>(prepared.batch));
+    ewc_->Consolidate(learner_->online(), DqnFisher(*learner_, dqn));
+    InstallPenalty();
+  }
   NamedWeights ExportWeights() const override { return learner_->ExportWeights(); }
   int64_t updates() const override { return learner_->updates(); }
   std::optional<double> BetaAt(int64_t frames) const override { return learner_->BetaAt(frames); }
@@ -176,19 +225,34 @@ class DqnTrainer final : public Trainer {
   Result Update(const PreparedBatch& prepared) override {
     DqnLearner::UpdateResult result = learner_->Update(std::get<DqnBatch>(prepared.batch));
     const float* p = result.new_priorities.data_ptr<float>();
-    return {result.loss, std::vector<double>(p, p + result.new_priorities.numel())};
+    return {result.loss, std::vector<double>(p, p + result.new_priorities.numel()),
+            result.extra_loss};
   }
 
  private:
+  // From the first consolidated term on, every update minimizes TD loss + EWC penalty.
+  void InstallPenalty() {
+    if (ewc_->terms() == 0 || penalty_installed_) return;
+    learner_->SetExtraLoss([ewc = ewc_.get()](const QNetwork& q) { return ewc->Penalty(q); });
+    penalty_installed_ = true;
+  }
+
   std::unique_ptr<DqnLearner> learner_;
+  std::unique_ptr<ElasticWeights> ewc_;
+  const int fisher_minibatches_;
+  bool penalty_installed_ = false;
 };
 
 class MetaRlTrainer final : public Trainer {
  public:
   MetaRlTrainer(std::unique_ptr<MetaRlLearner> learner, ChunkLayout layout)
       : learner_(std::move(learner)), layout_(std::move(layout)) {}
-  std::string Load(const std::string& path) override { return learner_->Load(path); }
-  std::string Save(const std::string& path) const override { return learner_->Save(path); }
+  std::string Load(const std::string& dir) override {
+    return learner_->Load((fs::path(dir) / kModelFile).string());
+  }
+  std::string Save(const std::string& dir) const override {
+    return learner_->Save((fs::path(dir) / kModelFile).string());
+  }
   NamedWeights ExportWeights() const override { return learner_->ExportWeights(); }
   int64_t updates() const override { return learner_->updates(); }
   std::optional<double> BetaAt(int64_t) const override { return std::nullopt; }
@@ -255,6 +319,12 @@ class BoundedQueue {
   void Close() {
     absl::MutexLock lock(&mu_);
     closed_ = true;
+  }
+  // Empties the queue and opens it again (after Close, with no thread using it).
+  void Reopen() {
+    absl::MutexLock lock(&mu_);
+    items_.clear();
+    closed_ = false;
   }
 
  private:
@@ -324,6 +394,15 @@ class ApexLearner::Impl {
       wait_seconds_ = &AddCounter(*registry, "learner_batch_wait_seconds_total",
                                   "Time the training step waited for a prepared batch.")
                            .Add({});
+      penalty_gauge_ = &AddGauge(*registry, "learner_ewc_penalty",
+                                 "EWC penalty of the latest update (0 before any consolidation).")
+                            .Add({});
+      task_gauge_ = &AddGauge(*registry, "learner_task",
+                              "Index of the task of task_sequence being trained (0 without one).")
+                         .Add({});
+      task_eval_return_ = &AddGauge(*registry, "learner_task_eval_return",
+                                    "Mean return of each task of a task sequence in the latest "
+                                    "evaluation (forgetting curves).");
     }
   }
 
@@ -341,26 +420,27 @@ class ApexLearner::Impl {
     ENGRAM_ASSIGN_OR_RETURN(learner_, MakeTrainer());
     version_ = 0;
     if (restore.has_value()) {
-      const std::string model = (fs::path(restore->path) / kModelFile).string();
-      if (const std::string load = learner_->Load(model); !load.empty()) {
-        return absl::DataLossError(absl::StrCat("restore ", model, ": ", load));
+      if (const std::string load = learner_->Load(restore->path); !load.empty()) {
+        return absl::DataLossError(absl::StrCat("restore ", restore->path, ": ", load));
       }
       version_ = restore->counters.parameter_version;
+      phase_ = restore->counters.task_phase;
       Log(absl::StrFormat("resumed from %s: %d frames, %d updates, weights v%d", restore->path,
                           restore->counters.frames, learner_->updates(), version_));
     }
     state_->SetUpdates(learner_->updates());
-    table_ = AlgorithmTable(options_.spec);
+    state_->SetTaskPhase(phase_);
+    if (task_gauge_ != nullptr) task_gauge_->Set(TaskOfPhase(phase_));
+    table_ = TaskTable(options_.spec, TaskOfPhase(phase_));
     ENGRAM_RETURN_IF_ERROR(ConnectReplay(/*fresh=*/!restore.has_value()));
     ENGRAM_RETURN_IF_ERROR(Publish());
     return absl::OkStatus();
   }
 
   absl::Status Run(const std::atomic<bool>& stop) {
-    ENGRAM_ASSIGN_OR_RETURN(recorder_,
-                            RunRecorder::Open(options_.output_dir, state_, eval_return_));
-    prefetcher_ = std::thread([this] { Prefetch(); });
-    priority_thread_ = std::thread([this] { SendPriorities(); });
+    ENGRAM_ASSIGN_OR_RETURN(recorder_, RunRecorder::Open(options_.output_dir, state_,
+                                                         eval_return_, task_eval_return_));
+    StartThreads();
     const int64_t batch_size = BatchSize();
     Log(
         absl::StrFormat("training on %s: batch %d, table \"%s\" on %d shard(s), publishing every "
@@ -378,6 +458,12 @@ class ApexLearner::Impl {
     while (!stop.load()) {
       if ((spent = state_->BudgetSpent())) break;
       if (absl::Status error = TakeBackgroundError(); !error.ok()) return Fail(error);
+      if (const TaskPhase at = TaskPhaseAt(options_.spec, state_->frames()); at.phase > phase_) {
+        if (absl::Status switched = SwitchTask(at, stop); !switched.ok()) return Fail(switched);
+        waiting_since = absl::Now();
+        continue;
+      }
+      DropFinishedTable(/*now=*/false);
       const absl::Time now = absl::Now();
       if (now >= next_log) {
         LogProgress(waiting_since);
@@ -411,6 +497,7 @@ class ApexLearner::Impl {
       }
       if (updates_total_ != nullptr) updates_total_->Increment();
       if (loss_gauge_ != nullptr) loss_gauge_->Set(result.loss);
+      if (penalty_gauge_ != nullptr) penalty_gauge_->Set(result.penalty);
       state_->SetUpdates(learner_->updates());
       last_loss_ = result.loss;
       RecordLag(*prepared);
@@ -439,6 +526,94 @@ class ApexLearner::Impl {
 
   std::string device() const { return device_.str(); }
 
+  // ---- task sequences ----------------------------------------------------------------
+
+  // Deletes table `name` on every shard (best effort, logged).
+  void DropTable(const std::string& name) {
+    for (size_t i = 0; i < shard_stubs_.size(); ++i) {
+      const absl::StatusOr<int64_t> dropped = DeleteTable(*shard_stubs_[i], name);
+      if (!dropped.ok()) {
+        Log(absl::StrCat("replay shard ", i, ": could not delete table \"", name,
+                         "\": ", dropped.status().message()));
+      }
+    }
+  }
+
+  // The finished task's table, once its actors have moved on.
+  void DropFinishedTable(bool now) {
+    if (!pending_drop_.has_value() || (!now && absl::Now() < pending_drop_->at)) return;
+    DropTable(pending_drop_->table);
+    pending_drop_.reset();
+  }
+
+  int TaskOfPhase(int phase) const {
+    return options_.spec.has_task_sequence() ? phase % options_.spec.task_sequence().tasks_size()
+                                             : 0;
+  }
+
+  // The run's frames reached the end of phase_: the finished task's Fisher batches are
+  // sampled while its actors still feed its table (the rate limiter lets sampling run only
+  // as far as inserts allow), the next task's table is created on every shard, the actors
+  // are told to switch, the trainer ends the task (EWC: Fisher, anchor, penalty), an
+  // evaluation of every task seen so far is requested, the finished task's table is dropped
+  // and training resumes on the new one. A checkpoint follows when checkpointing is on.
+  absl::Status SwitchTask(const TaskPhase& at, const std::atomic<bool>& stop) {
+    const v1::TaskSequence& sequence = options_.spec.task_sequence();
+    const int old_task = TaskOfPhase(phase_);
+    Log(absl::StrFormat("task sequence: task %d (%s) done at %d frames; next: task %d (%s), "
+                        "phase %d of %d",
+                        old_task, sequence.tasks(old_task).name(), state_->frames(),
+                        at.task_index, sequence.tasks(at.task_index).name(), at.phase + 1,
+                        sequence.tasks_size() * sequence.cycles()));
+    StopThreads();
+    std::vector<PreparedBatch> batches;
+    const int wanted = learner_->TaskEndBatches();
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (static_cast<int>(batches.size()) < wanted && !stop.load() && absl::Now() < give_up) {
+      absl::StatusOr<replay::ShardedSampler::Batch> batch =
+          sampler_->Next(std::min(give_up, absl::Now() + absl::Seconds(1)));
+      if (absl::IsDeadlineExceeded(batch.status())) continue;
+      ENGRAM_RETURN_IF_ERROR(batch.status());
+      ENGRAM_ASSIGN_OR_RETURN(PreparedBatch prepared,
+                              learner_->Prepare(*batch, table_, /*pinned=*/false));
+      batches.push_back(std::move(prepared));
+    }
+    if (static_cast<int>(batches.size()) < wanted) {
+      Log(absl::StrFormat("task %d: only %d of %d minibatches for its Fisher could be sampled "
+                          "from table \"%s\"",
+                          old_task, batches.size(), wanted, table_.name()));
+    }
+    const v1::TableSpec old_table = table_;
+    table_ = TaskTable(options_.spec, at.task_index);
+    const bool new_table = table_.name() != old_table.name();
+    if (new_table) ENGRAM_RETURN_IF_ERROR(CreateTables(/*fresh=*/true));
+    phase_ = at.phase;
+    state_->SetTaskPhase(phase_);  // actors switch with their next report
+    if (task_gauge_ != nullptr) task_gauge_->Set(at.task_index);
+    if (!batches.empty()) {
+      const absl::Time start = absl::Now();
+      learner_->EndTask(batches);
+      Log(absl::StrFormat("task %d consolidated: Fisher of %d transitions in %.1f s",
+                          old_task, batches.size() * BatchSize(),
+                          absl::ToDoubleSeconds(absl::Now() - start)));
+    } else if (wanted > 0) {
+      Log(absl::StrCat("task ", old_task, ": no replay to estimate its Fisher from; not consolidated"));
+    }
+    if (state_->has_evaluation_actor()) {
+      Log(absl::StrCat("evaluation ", state_->RequestEvaluation(),
+                       " requested: every task seen so far, at the switch"));
+    }
+    // Actors learn of the switch with their next report (every second): until they have,
+    // their inserts still go to the old table, so it is dropped a little later.
+    if (new_table) pending_drop_ = PendingDrop{old_table.name(), absl::Now() + absl::Seconds(15)};
+    ENGRAM_RETURN_IF_ERROR(MakeSampler());
+    StartThreads();
+    if (!options_.spec.checkpoint().directory().empty()) {
+      ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer() {
     std::string error;
     if (options_.spec.has_meta_rl()) {
@@ -457,24 +632,35 @@ class ApexLearner::Impl {
     }
     ENGRAM_ASSIGN_OR_RETURN(DqnConfig config, ApexLearnerConfig(options_.spec));
     std::unique_ptr<DqnLearner> learner = DqnLearner::Create(config, device_, &error);
-    if (learner == nullptr) return absl::InvalidArgumentError(absl::StrCat("apex_dqn: ", error));
-    return std::unique_ptr<Trainer>(std::make_unique<DqnTrainer>(std::move(learner)));
+    if (learner == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(DqnAlgorithmPath(options_.spec), ": ", error));
+    }
+    std::unique_ptr<ElasticWeights> ewc;
+    int fisher_minibatches = 0;
+    if (options_.spec.has_ewc()) {
+      const v1::EwcConfig& spec = options_.spec.ewc();
+      const EwcOptions ewc_options{
+          .lambda = spec.lambda(), .online = spec.online(), .online_gamma = spec.online_gamma()};
+      if (const std::string invalid = ewc_options.Validate(); !invalid.empty()) {
+        return absl::InvalidArgumentError(invalid);
+      }
+      ewc = std::make_unique<ElasticWeights>(ewc_options);
+      fisher_minibatches = spec.fisher_minibatches();
+    }
+    return std::unique_ptr<Trainer>(
+        std::make_unique<DqnTrainer>(std::move(learner), std::move(ewc), fisher_minibatches));
   }
 
   int BatchSize() const {
     return options_.spec.has_meta_rl() ? options_.spec.meta_rl().batch_size()
-                                       : options_.spec.apex_dqn().batch_size();
+                                       : DqnAlgorithmConfig(options_.spec).batch_size();
   }
 
   // The run is over: frees its replay memory on every shard (best effort).
   void DropReplayTables() {
-    for (size_t i = 0; i < shard_stubs_.size(); ++i) {
-      const absl::StatusOr<int64_t> dropped = DeleteTable(*shard_stubs_[i]);
-      if (!dropped.ok()) {
-        Log(absl::StrCat("replay shard ", i, ": could not delete table \"", table_.name(),
-                         "\": ", dropped.status().message()));
-      }
-    }
+    DropFinishedTable(/*now=*/true);
+    DropTable(table_.name());
   }
 
  private:
@@ -489,13 +675,13 @@ class ApexLearner::Impl {
     return absl::Seconds(spec.interval().seconds()) + absl::Nanoseconds(spec.interval().nanos());
   }
 
-  // Deletes this run's table on one shard: the items it held, -1 when there was none.
-  absl::StatusOr<int64_t> DeleteTable(v1::ReplayService::Stub& stub) {
+  // Deletes table `name` on one shard: the items it held, -1 when there was none.
+  absl::StatusOr<int64_t> DeleteTable(v1::ReplayService::Stub& stub, const std::string& name) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
     context.set_wait_for_ready(true);
     v1::DeleteTableRequest request;
-    request.set_name(table_.name());
+    request.set_name(name);
     v1::DeleteTableResponse response;
     const absl::Status status = FromGrpc(stub.DeleteTable(&context, request, &response));
     if (absl::IsNotFound(status)) return -1;
@@ -503,21 +689,30 @@ class ApexLearner::Impl {
     return response.items_removed();
   }
 
-  // Creates the table on every shard. A fresh run first drops a table of the same name left
-  // by an earlier experiment (its items are not this run's experience); a resumed run keeps
-  // what the shards hold.
+  // Connects to every shard and creates table_ on each (see CreateTables), then the sampler.
   absl::Status ConnectReplay(bool fresh) {
-    std::vector<std::shared_ptr<grpc::ChannelInterface>> channels;
-    for (size_t i = 0; i < options_.replay_addresses.size(); ++i) {
-      const std::string& address = options_.replay_addresses[i];
+    for (const std::string& address : options_.replay_addresses) {
       ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
                               CreateChannel(address, options_.channel));
-      auto stub = v1::ReplayService::NewStub(channel);
+      shard_stubs_.push_back(v1::ReplayService::NewStub(channel));
+      shard_channels_.push_back(std::move(channel));
+    }
+    ENGRAM_RETURN_IF_ERROR(CreateTables(fresh));
+    return MakeSampler();
+  }
+
+  // Creates table_ on every shard. A fresh table first drops a table of the same name left
+  // by an earlier experiment (its items are not this run's experience); a resumed run keeps
+  // what the shards hold.
+  absl::Status CreateTables(bool fresh) {
+    for (size_t i = 0; i < shard_stubs_.size(); ++i) {
+      const std::string& address = options_.replay_addresses[i];
+      v1::ReplayService::Stub& stub = *shard_stubs_[i];
       // The shard may still be starting: retry UNAVAILABLE for a while.
       const absl::Time give_up = absl::Now() + absl::Seconds(60);
       while (true) {
         if (fresh) {
-          const absl::StatusOr<int64_t> dropped = DeleteTable(*stub);
+          const absl::StatusOr<int64_t> dropped = DeleteTable(stub, table_.name());
           if (dropped.ok() && *dropped >= 0) {
             Log(absl::StrCat("replay shard ", i, " (", address, "): dropped table \"",
                              table_.name(), "\" of an earlier run (", *dropped, " items)"));
@@ -530,7 +725,7 @@ class ApexLearner::Impl {
         v1::CreateTableRequest request;
         *request.mutable_spec() = table_;
         v1::CreateTableResponse response;
-        const absl::Status status = FromGrpc(stub->CreateTable(&context, request, &response));
+        const absl::Status status = FromGrpc(stub.CreateTable(&context, request, &response));
         if (status.ok()) {
           Log(absl::StrCat("replay shard ", i, " (", address, "): table \"", table_.name(), "\" ",
                            response.created() ? "created" : "already there"));
@@ -545,16 +740,18 @@ class ApexLearner::Impl {
                                                      ") unreachable for 60 s: ", status.message()));
         }
       }
-      shard_stubs_.push_back(std::move(stub));
-      channels.push_back(std::move(channel));
     }
-    shard_channels_ = channels;
+    return absl::OkStatus();
+  }
+
+  // A sampler of table_ over every shard.
+  absl::Status MakeSampler() {
     ENGRAM_ASSIGN_OR_RETURN(
         sampler_,
         replay::ShardedSampler::Create(
-            channels, {.table = table_.name(),
-                       .batch_size = BatchSize(),
-                       .importance_beta = learner_->BetaAt(state_->frames()).value_or(0)}));
+            shard_channels_, {.table = table_.name(),
+                              .batch_size = BatchSize(),
+                              .importance_beta = learner_->BetaAt(state_->frames()).value_or(0)}));
     return absl::OkStatus();
   }
 
@@ -616,6 +813,16 @@ class ApexLearner::Impl {
     }
   }
 
+  void StartThreads() {
+    stopping_.store(false);
+    batches_.Reopen();
+    priorities_.Reopen();
+    prefetcher_ = std::thread([this] { Prefetch(); });
+    priority_thread_ = std::thread([this] { SendPriorities(); });
+  }
+
+  // Joins the background threads; queued batches and priorities are dropped (by the next
+  // StartThreads).
   void StopThreads() {
     stopping_.store(true);
     batches_.Close();
@@ -686,13 +893,22 @@ class ApexLearner::Impl {
                           replay_size_, status.frames()));
       return;
     }
+    std::string task;
+    if (options_.spec.has_task_sequence()) {
+      task = absl::StrCat(", task ", options_.spec.task_sequence().tasks(status.task_index()).name());
+      for (const v1::TaskReturn& t : status.task_eval_returns()) {
+        absl::StrAppend(&task, t.task_index() == 0 ? " (eval " : ", ", t.task(), " ",
+                        FormatReturn(t.eval_return()));
+      }
+      if (status.task_eval_returns_size() > 0) absl::StrAppend(&task, ")");
+    }
     Log(absl::StrFormat(
         "%d frames (%.0f/s), %d updates (%.1f/s), replay %d, lag %.1f, train return %s, eval "
-        "return %s, weights v%d",
+        "return %s, weights v%d%s",
         status.frames(), status.throughput().frames_per_second(), status.learner_updates(),
         status.throughput().learner_updates_per_second(), replay_size_,
         status.policy_lag().mean_versions(), FormatReturn(status.train_return()),
-        FormatReturn(status.eval_return()), status.parameter_version()));
+        FormatReturn(status.eval_return()), status.parameter_version(), task));
   }
 
   // ---- checkpoints and the end of the run -----------------------------------------------
@@ -712,7 +928,7 @@ class ApexLearner::Impl {
       return absl::InternalError(
           absl::StrCat("checkpoint: cannot create ", tmp_dir.string(), ": ", error.message()));
     }
-    if (const std::string saved = learner_->Save((tmp_dir / kModelFile).string()); !saved.empty()) {
+    if (const std::string saved = learner_->Save(tmp_dir.string()); !saved.empty()) {
       return absl::InternalError(absl::StrCat("checkpoint: ", saved));
     }
     LearnerCheckpointState state;
@@ -725,6 +941,8 @@ class ApexLearner::Impl {
     state.set_evaluations_requested(counters.evaluations_requested);
     state.set_next_evaluation_frames(counters.next_evaluation_frames);
     *state.mutable_eval_return() = counters.eval_return;
+    state.set_task_phase(phase_);
+    for (const v1::TaskReturn& task : counters.task_eval_returns) *state.add_task_eval_returns() = task;
     state.set_written_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
     std::string text;
     google::protobuf::TextFormat::PrintToString(state, &text);
@@ -772,6 +990,12 @@ class ApexLearner::Impl {
   std::unique_ptr<Trainer> learner_;
   v1::TableSpec table_;
   int64_t version_ = 0;
+  int phase_ = 0;  // of the task sequence (0 without one)
+  struct PendingDrop {
+    std::string table;
+    absl::Time at;
+  };
+  std::optional<PendingDrop> pending_drop_;
   std::vector<std::shared_ptr<grpc::ChannelInterface>> shard_channels_;
   std::vector<std::unique_ptr<v1::ReplayService::Stub>> shard_stubs_;
   std::unique_ptr<replay::ShardedSampler> sampler_;
@@ -794,14 +1018,17 @@ class ApexLearner::Impl {
   prometheus::Gauge* version_gauge_ = nullptr;
   prometheus::Histogram* update_seconds_ = nullptr;
   prometheus::Counter* wait_seconds_ = nullptr;
+  prometheus::Gauge* penalty_gauge_ = nullptr;
+  prometheus::Gauge* task_gauge_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* task_eval_return_ = nullptr;
 };
 
 absl::StatusOr<std::unique_ptr<ApexLearner>> ApexLearner::Create(
     ApexLearnerOptions options, RunState* state, ParameterServiceImpl* parameters,
     const std::optional<FoundCheckpoint>& restore, prometheus::Registry* registry) {
-  if (!options.spec.has_apex_dqn() && !options.spec.has_meta_rl()) {
+  if (!options.spec.has_apex_dqn() && !options.spec.has_ewc() && !options.spec.has_meta_rl()) {
     return absl::InvalidArgumentError(
-        "algorithm: this learner loop runs apex_dqn and meta_rl experiments");
+        "algorithm: this learner loop runs apex_dqn, ewc and meta_rl experiments");
   }
   if (options.publish_every_updates < 1 || options.prefetch_batches < 1) {
     return absl::InvalidArgumentError("publish_every_updates and prefetch_batches: must be >= 1");

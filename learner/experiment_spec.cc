@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <cstdlib>
 #include <limits>
 #include <memory>
@@ -156,6 +157,21 @@ std::string Describe(const EnvironmentInfo& info) {
 bool SameInterface(const EnvironmentInfo& a, const EnvironmentInfo& b) {
   return a.observation_shape == b.observation_shape && a.observation_dtype == b.observation_dtype &&
          a.num_actions == b.num_actions;
+}
+
+// Whether one network can serve both: same dtype, actions and observation rank, and the
+// same sizes in every dimension but the last (channels), which is padded to the larger.
+bool CompatibleInterface(const EnvironmentInfo& a, const EnvironmentInfo& b) {
+  const std::vector<int64_t>& x = a.observation_shape;
+  const std::vector<int64_t>& y = b.observation_shape;
+  return a.observation_dtype == b.observation_dtype && a.num_actions == b.num_actions &&
+         x.size() == y.size() && !x.empty() && std::equal(x.begin(), x.end() - 1, y.begin());
+}
+
+// `shared` widened to fit `info` (CompatibleInterface): the larger channel count.
+void WidenChannels(const EnvironmentInfo& info, EnvironmentInfo* shared) {
+  shared->observation_shape.back() =
+      std::max(shared->observation_shape.back(), info.observation_shape.back());
 }
 
 // Table, task and experiment names share this alphabet (lower-case, digits, `extra`).
@@ -312,8 +328,10 @@ std::optional<EnvironmentInfo> ResolveEnvironments(v1::ExperimentSpec* spec, Pro
     return std::nullopt;
   }
   std::optional<EnvironmentInfo> first;
+  std::optional<EnvironmentInfo> shared;
   bool all_described = true;
   bool reported_difference = false;
+  std::map<std::string, int> names;
   for (int k = 0; k < sequence->tasks_size(); ++k) {
     v1::Task* task = sequence->mutable_tasks(k);
     const Checker task_check = check.Sub(absl::StrCat("tasks[", k, "]"));
@@ -324,6 +342,11 @@ std::optional<EnvironmentInfo> ResolveEnvironments(v1::ExperimentSpec* spec, Pro
       task_check.Fail("name", absl::StrCat("must be 1 to 64 characters from [a-z0-9_], got \"",
                                            task->name(), "\""));
     }
+    if (const auto [it, fresh] = names.emplace(task->name(), k); !fresh) {
+      // Names label metrics and CSV rows: two tasks of one environment need their own.
+      task_check.Fail("name", absl::StrCat("\"", task->name(), "\" is also tasks[", it->second,
+                                           "]'s name: give each task its own"));
+    }
     task_check.Int("frames", task->frames(), 1);
     const std::optional<EnvironmentInfo> info = ResolveEnvironment(
         task->mutable_environment(), base_seed + (static_cast<uint64_t>(k) << 33),
@@ -331,17 +354,21 @@ std::optional<EnvironmentInfo> ResolveEnvironments(v1::ExperimentSpec* spec, Pro
     if (!info.has_value()) {
       all_described = false;
     } else if (!first.has_value()) {
-      first = info;
-    } else if (!reported_difference && !SameInterface(*info, *first)) {
+      first = shared = info;
+    } else if (!reported_difference && !CompatibleInterface(*info, *first)) {
       // One network serves every task; naming the first that differs is enough.
       task_check.Fail("environment",
                       absl::StrCat(Describe(*info), " differ from the first task's ",
-                                   Describe(*first), " (one network serves all tasks)"));
+                                   Describe(*first),
+                                   " (one network serves all tasks: only the last dimension, "
+                                   "channels, may differ)"));
       reported_difference = true;
+    } else {
+      WidenChannels(*info, &*shared);
     }
   }
   if (!all_described || reported_difference) return std::nullopt;
-  return first;
+  return shared;
 }
 
 // ---- algorithms --------------------------------------------------------------------------
@@ -760,6 +787,11 @@ void ResolveAlgorithmAndReplay(v1::ExperimentSpec* spec, const std::optional<Env
       const size_t problems_before = problems->size();
       ResolveMetaRl(meta, *spec, check);
       CheckTaskFamily(*meta, *spec, env, check);
+      if (spec->has_task_sequence()) {
+        problems->Add("task_sequence",
+                      "meta_rl learns one task family (meta_rl.task_family); task sequences run "
+                      "with apex_dqn or ewc");
+      }
       std::optional<v1::TableSpec> derived;
       if (derive) derived = DeriveMetaRlTable(*meta, env);
       AttachTable({"meta_rl", meta->replay_table(), v1::PAYLOAD_KIND_CHUNK, meta->batch_size(),
@@ -770,6 +802,9 @@ void ResolveAlgorithmAndReplay(v1::ExperimentSpec* spec, const std::optional<Env
     case v1::ExperimentSpec::kEpisodicControl:
       ResolveEpisodicControl(spec->mutable_episodic_control(),
                              Checker(problems, "episodic_control"));
+      if (spec->has_task_sequence()) {
+        problems->Add("task_sequence", "task sequences run with apex_dqn or ewc");
+      }
       if (!derive) {
         problems->Add("replay.tables", "must be empty for episodic_control (it uses no replay)");
       }
@@ -870,13 +905,6 @@ void ResolveLearnerDevice(v1::ExperimentSpec* spec, Problems* problems) {
                                                device, "\""));
 }
 
-const v1::ApexDqnConfig& DqnConfig(const v1::ExperimentSpec& resolved) {
-  ENGRAM_CHECK(resolved.has_apex_dqn() || resolved.has_ewc())
-      << "Ape-X epsilons need apex_dqn or ewc, the spec has algorithm case "
-      << resolved.algorithm_case();
-  return resolved.has_ewc() ? resolved.ewc().dqn() : resolved.apex_dqn();
-}
-
 }  // namespace
 
 absl::StatusOr<v1::ExperimentSpec> ResolveExperimentSpec(const v1::ExperimentSpec& spec) {
@@ -914,6 +942,40 @@ absl::StatusOr<EnvironmentInfo> DescribeEnvironment(const v1::EnvironmentSpec& e
       DescribeInto(environment, Checker(&problems, "environment"));
   if (!info.has_value()) return problems.ToStatus();
   return *std::move(info);
+}
+
+const v1::ApexDqnConfig& DqnAlgorithmConfig(const v1::ExperimentSpec& resolved) {
+  ENGRAM_CHECK(resolved.has_apex_dqn() || resolved.has_ewc())
+      << "a DQN configuration needs apex_dqn or ewc, the spec has algorithm case "
+      << resolved.algorithm_case();
+  return resolved.has_ewc() ? resolved.ewc().dqn() : resolved.apex_dqn();
+}
+
+std::string DqnAlgorithmPath(const v1::ExperimentSpec& resolved) {
+  return resolved.has_ewc() ? "ewc.dqn" : "apex_dqn";
+}
+
+absl::StatusOr<EnvironmentInfo> SharedEnvironment(const v1::ExperimentSpec& resolved) {
+  if (!resolved.has_task_sequence()) return DescribeEnvironment(resolved.environment());
+  std::optional<EnvironmentInfo> shared;
+  for (int k = 0; k < resolved.task_sequence().tasks_size(); ++k) {
+    absl::StatusOr<EnvironmentInfo> info = DescribeEnvironment(TaskEnvironment(resolved, k));
+    if (!info.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task_sequence.tasks[", k, "].", info.status().message()));
+    }
+    if (!shared.has_value()) {
+      shared = *info;
+    } else if (!CompatibleInterface(*info, *shared)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task_sequence.tasks[", k, "].environment: ", Describe(*info),
+                       " differ from the first task's ", Describe(*shared)));
+    } else {
+      WidenChannels(*info, &*shared);
+    }
+  }
+  if (!shared.has_value()) return absl::InvalidArgumentError("task_sequence.tasks: none");
+  return *shared;
 }
 
 const v1::EnvironmentSpec& TaskEnvironment(const v1::ExperimentSpec& resolved, int task_index) {
@@ -980,7 +1042,7 @@ uint64_t EvaluationEnvSeed(const v1::ExperimentSpec& resolved, int index, int ta
 }
 
 double ApexActorEpsilon(const v1::ExperimentSpec& resolved, int actor_index, int env_index) {
-  const v1::ApexDqnConfig& dqn = DqnConfig(resolved);
+  const v1::ApexDqnConfig& dqn = DqnAlgorithmConfig(resolved);
   const int envs_per_actor = resolved.actors().envs_per_actor();
   ENGRAM_CHECK(env_index >= 0 && env_index < envs_per_actor)
       << "env " << env_index << " of " << envs_per_actor;

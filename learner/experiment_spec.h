@@ -60,6 +60,17 @@ struct EnvironmentInfo {
 // message says what is accepted); every bad option is reported, joined by "; ".
 absl::StatusOr<EnvironmentInfo> DescribeEnvironment(const v1::EnvironmentSpec& environment);
 
+// The observation interface the one network of a run sees: the environment's, or for a
+// task_sequence the tasks' (same dtype, actions and sizes but in the last dimension) with
+// the last dimension, channels, padded to the largest task's (actors pad observations
+// with zeros: envs::PadChannels). INVALID_ARGUMENT for specs that do not resolve.
+absl::StatusOr<EnvironmentInfo> SharedEnvironment(const v1::ExperimentSpec& resolved);
+
+// The DQN hyper-parameters of apex_dqn or ewc (ewc.dqn), and their field path ("apex_dqn" or
+// "ewc.dqn") for messages. Other algorithms: CHECK.
+const v1::ApexDqnConfig& DqnAlgorithmConfig(const v1::ExperimentSpec& resolved);
+std::string DqnAlgorithmPath(const v1::ExperimentSpec& resolved);
+
 // The environment of task `task_index`: task_sequence.tasks[task_index].environment, or
 // `environment` (task_index 0) without a task sequence.
 const v1::EnvironmentSpec& TaskEnvironment(const v1::ExperimentSpec& resolved, int task_index = 0);

@@ -529,7 +529,7 @@ TEST(ResolveExperimentSpecTest, TaskSequenceProblems) {
                 }
                 tasks {
                   name: "Bad"
-                  environment { name: "minatar/freeway" }
+                  environment { name: "classic/cartpole" }
                   frames: 0
                 }
                 tasks {
@@ -545,13 +545,60 @@ TEST(ResolveExperimentSpecTest, TaskSequenceProblems) {
             "environment); "
             "task_sequence.tasks[1].name: must be 1 to 64 characters from [a-z0-9_], got "
             "\"Bad\"; "
-            "task_sequence.tasks[1].environment: DTYPE_UINT8 [10,10,7] observations, 6 actions "
+            "task_sequence.tasks[1].environment: DTYPE_FLOAT32 [4] observations, 2 actions "
             "differ from the first task's DTYPE_UINT8 [10,10,4] observations, 6 actions (one "
-            "network serves all tasks); "
+            "network serves all tasks: only the last dimension, channels, may differ); "
             "task_sequence.tasks[1].frames: must be >= 1, got 0; "
             "task_sequence.cycles: must be >= 1, got 0");
   EXPECT_EQ(Problems("task_sequence {} apex_dqn {} actors { num_actors: 1 }"),
             "task_sequence.tasks: at least one task is required");
+  EXPECT_EQ(Problems(R"pb(
+              task_sequence {
+                tasks {
+                  environment { name: "minatar/breakout" }
+                  frames: 1
+                }
+                tasks {
+                  environment {
+                    name: "minatar/breakout"
+                    options { key: "cell_permutation_seed" value: "3" }
+                  }
+                  frames: 1
+                }
+              }
+              apex_dqn {}
+              actors { num_actors: 1 }
+            )pb"),
+            "task_sequence.tasks[1].name: \"breakout\" is also tasks[0]'s name: give each task "
+            "its own");
+}
+
+TEST(ResolveExperimentSpecTest, TasksWithFewerChannelsArePaddedToTheLargest) {
+  const v1::ExperimentSpec resolved = *ResolveExperimentSpec(Parse(R"pb(
+    seed: 7
+    task_sequence {
+      tasks {
+        environment { name: "minatar/breakout" }
+        frames: 100
+      }
+      tasks {
+        environment { name: "minatar/freeway" }
+        frames: 100
+      }
+    }
+    ewc {}
+    actors { num_actors: 1 }
+  )pb"));
+  const absl::StatusOr<EnvironmentInfo> shared = SharedEnvironment(resolved);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->observation_shape, (std::vector<int64_t>{10, 10, 7}));
+  EXPECT_EQ(shared->num_actions, 6);
+  const v1::TensorSpec& observation = AlgorithmTable(resolved).signature().observation();
+  EXPECT_EQ(std::vector<int64_t>(observation.shape().begin(), observation.shape().end()),
+            (std::vector<int64_t>{10, 10, 7}));
+  EXPECT_EQ(TaskTable(resolved, 1).signature().observation().shape(2), 7);
+  EXPECT_EQ(DqnAlgorithmPath(resolved), "ewc.dqn");
+  EXPECT_EQ(&DqnAlgorithmConfig(resolved), &resolved.ewc().dqn());
 }
 
 TEST(ResolveExperimentSpecTest, MetaRlChecksItsTableAndTaskFamily) {

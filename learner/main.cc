@@ -75,13 +75,12 @@ namespace {
 
 constexpr char kProgram[] = "engram_learner";
 
-// This learner runs Ape-X DQN, meta-RL and episodic control; ewc is specified but not run
-// yet.
+// This learner runs every algorithm of experiment.proto.
 absl::Status Supports(const v1::ExperimentSpec& spec) {
-  if (!spec.has_apex_dqn() && !spec.has_meta_rl() && !spec.has_episodic_control()) {
+  if (!spec.has_apex_dqn() && !spec.has_ewc() && !spec.has_meta_rl() &&
+      !spec.has_episodic_control()) {
     return absl::InvalidArgumentError(
-        "algorithm: this learner runs apex_dqn, meta_rl and episodic_control experiments (ewc "
-        "is not supported by this version)");
+        "algorithm: this learner runs apex_dqn, ewc, meta_rl and episodic_control experiments");
   }
   return absl::OkStatus();
 }

@@ -22,10 +22,10 @@ std::string CsvReturn(const v1::ReturnSummary& r) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RunRecorder>> RunRecorder::Open(const std::string& output_dir,
-                                                               RunState* state,
-                                                               prometheus::Gauge* eval_return) {
-  std::unique_ptr<RunRecorder> recorder(new RunRecorder(state, eval_return));
+absl::StatusOr<std::unique_ptr<RunRecorder>> RunRecorder::Open(
+    const std::string& output_dir, RunState* state, prometheus::Gauge* eval_return,
+    prometheus::Family<prometheus::Gauge>* task_eval_return) {
+  std::unique_ptr<RunRecorder> recorder(new RunRecorder(state, eval_return, task_eval_return));
   if (output_dir.empty()) return recorder;
   std::error_code error;
   fs::create_directories(output_dir, error);
@@ -46,7 +46,8 @@ absl::StatusOr<std::unique_ptr<RunRecorder>> RunRecorder::Open(const std::string
            "updates_per_s,sampled_per_s,inserted_per_s,policy_lag,replay_size,loss\n");
   recorder->evaluations_ =
       open("evaluations.csv",
-           "evaluation,wall_time_s,frames,updates,episodes,mean_return,min_return,max_return\n");
+           "evaluation,wall_time_s,frames,updates,episodes,mean_return,min_return,max_return,"
+           "task,task_name\n");
   if (recorder->progress_ == nullptr || recorder->evaluations_ == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("output_dir: cannot write CSV files in \"",
                                                    output_dir, "\": ", std::strerror(errno)));
@@ -75,21 +76,39 @@ void RunRecorder::WriteProgressRow(const Extra& extra) {
 }
 
 void RunRecorder::WriteEvaluationRows() {
-  while (std::optional<std::pair<int64_t, v1::ReturnSummary>> evaluation =
-             state_->TakeNewEvaluation()) {
-    const auto& [index, summary] = *evaluation;
+  while (std::optional<CompletedEvaluation> evaluation = state_->TakeNewEvaluation()) {
+    const v1::ReturnSummary& summary = evaluation->summary;
     if (eval_return_ != nullptr) eval_return_->Set(summary.mean());
     Log(absl::StrFormat(
-        "evaluation %d at %d frames: mean return %.2f (min %.2f, max %.2f, %d episodes)", index,
-        summary.at_frames(), summary.mean(), summary.min(), summary.max(), summary.episodes()));
-    if (evaluations_ == nullptr) continue;
-    std::fprintf(evaluations_, "%lld,%.1f,%lld,%lld,%d,%.4f,%.4f,%.4f\n",
-                 static_cast<long long>(index), absl::ToDoubleSeconds(state_->elapsed()),
-                 static_cast<long long>(summary.at_frames()),
-                 static_cast<long long>(state_->counters().updates), summary.episodes(),
-                 summary.mean(), summary.min(), summary.max());
-    std::fflush(evaluations_);
+        "evaluation %d at %d frames: mean return %.2f (min %.2f, max %.2f, %d episodes)",
+        evaluation->index, summary.at_frames(), summary.mean(), summary.min(), summary.max(),
+        summary.episodes()));
+    if (evaluation->tasks.empty()) {
+      WriteEvaluationRow(evaluation->index, summary, 0, "");
+      continue;
+    }
+    std::string by_task;
+    for (const v1::TaskReturn& task : evaluation->tasks) {
+      absl::StrAppendFormat(&by_task, "%s%s %.2f", by_task.empty() ? "" : ", ", task.task(),
+                            task.eval_return().mean());
+      if (task_eval_return_ != nullptr) {
+        task_eval_return_->Add({{"task", task.task()}}).Set(task.eval_return().mean());
+      }
+      WriteEvaluationRow(evaluation->index, task.eval_return(), task.task_index(), task.task());
+    }
+    Log(absl::StrCat("evaluation ", evaluation->index, " by task: ", by_task));
   }
+}
+
+void RunRecorder::WriteEvaluationRow(int64_t index, const v1::ReturnSummary& summary, int task,
+                                     const std::string& task_name) {
+  if (evaluations_ == nullptr) return;
+  std::fprintf(evaluations_, "%lld,%.1f,%lld,%lld,%d,%.4f,%.4f,%.4f,%d,%s\n",
+               static_cast<long long>(index), absl::ToDoubleSeconds(state_->elapsed()),
+               static_cast<long long>(summary.at_frames()),
+               static_cast<long long>(state_->counters().updates), summary.episodes(),
+               summary.mean(), summary.min(), summary.max(), task, task_name.c_str());
+  std::fflush(evaluations_);
 }
 
 void RunRecorder::FinalEvaluation(absl::Duration timeout, const std::atomic<bool>& stop) {

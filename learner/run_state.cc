@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "google/protobuf/util/time_util.h"
+#include "learner/experiment_spec.h"
 
 namespace engram::learner {
 namespace {
@@ -28,7 +31,31 @@ RunState::RunState(v1::ExperimentSpec resolved, const RunCounters& restored)
   }
   evaluations_completed_ = restored.evaluations_requested;
   evaluation_requested_frames_ = restored.frames;
+  NoteEvaluationRequestLocked();
   SnapshotLocked(started_);
+}
+
+int RunState::CurrentTaskLocked() const {
+  if (!spec_.has_task_sequence()) return 0;
+  return counters_.task_phase % spec_.task_sequence().tasks_size();
+}
+
+void RunState::NoteEvaluationRequestLocked() {
+  evaluation_task_ = CurrentTaskLocked();
+  evaluation_tasks_ =
+      spec_.has_task_sequence()
+          ? std::min(counters_.task_phase + 1, spec_.task_sequence().tasks_size())
+          : 1;
+}
+
+void RunState::SetTaskPhase(int phase) {
+  absl::MutexLock lock(&mu_);
+  counters_.task_phase = std::max(counters_.task_phase, phase);
+}
+
+int RunState::task_phase() const {
+  absl::MutexLock lock(&mu_);
+  return counters_.task_phase;
 }
 
 absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
@@ -55,12 +82,17 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
                                                    spec_.actors().num_actors(), "), got ",
                                                    request.actor_index()));
   }
+  const int tasks = spec_.has_task_sequence() ? spec_.task_sequence().tasks_size() : 1;
   for (int i = 0; i < request.episodes_size(); ++i) {
     const v1::EpisodeResult& episode = request.episodes(i);
     if (!std::isfinite(episode.episode_return()) || episode.length() < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("episodes[", i, "]: return must be finite and length >= 1, got ",
                        episode.episode_return(), " and ", episode.length()));
+    }
+    if (episode.task_index() < 0 || episode.task_index() >= tasks) {
+      return absl::InvalidArgumentError(absl::StrCat("episodes[", i, "].task_index: must be in [0, ",
+                                                     tasks, "), got ", episode.task_index()));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -84,6 +116,7 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
         counters_.frames >= counters_.next_evaluation_frames) {
       ++counters_.evaluations_requested;
       evaluation_requested_frames_ = counters_.frames;
+      NoteEvaluationRequestLocked();
       // Skip evaluation points the run passed while one was due: the newest wins.
       while (counters_.next_evaluation_frames <= counters_.frames) {
         counters_.next_evaluation_frames += every;
@@ -93,21 +126,56 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
     evaluation_actor_seen_ = true;
     if (request.evaluation_complete() && request.evaluation_index() > evaluations_completed_ &&
         request.episodes_size() > 0) {
-      v1::ReturnSummary summary;
-      double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+      const int64_t at_frames = request.evaluation_index() == counters_.evaluations_requested
+                                    ? evaluation_requested_frames_
+                                    : counters_.frames;
+      // Per task (one task without a sequence), in task order.
+      std::map<int, std::vector<double>> returns;
       for (const v1::EpisodeResult& episode : request.episodes()) {
-        sum += episode.episode_return();
-        lo = std::min(lo, episode.episode_return());
-        hi = std::max(hi, episode.episode_return());
+        returns[episode.task_index()].push_back(episode.episode_return());
       }
-      summary.set_episodes(request.episodes_size());
-      summary.set_mean(sum / request.episodes_size());
-      summary.set_min(lo);
-      summary.set_max(hi);
-      summary.set_at_frames(request.evaluation_index() == counters_.evaluations_requested
-                                ? evaluation_requested_frames_
-                                : counters_.frames);
-      counters_.eval_return = summary;
+      auto summarize = [at_frames](const std::vector<double>& values) {
+        v1::ReturnSummary summary;
+        double sum = 0, lo = std::numeric_limits<double>::infinity(), hi = -lo;
+        for (double r : values) {
+          sum += r;
+          lo = std::min(lo, r);
+          hi = std::max(hi, r);
+        }
+        summary.set_episodes(static_cast<int32_t>(values.size()));
+        summary.set_mean(sum / values.size());
+        summary.set_min(lo);
+        summary.set_max(hi);
+        summary.set_at_frames(at_frames);
+        return summary;
+      };
+      new_task_returns_.clear();
+      if (spec_.has_task_sequence()) {
+        for (const auto& [task, values] : returns) {
+          v1::TaskReturn entry;
+          entry.set_task_index(task);
+          entry.set_task(spec_.task_sequence().tasks(task).name());
+          *entry.mutable_eval_return() = summarize(values);
+          new_task_returns_.push_back(entry);
+          auto& latest = counters_.task_eval_returns;
+          auto it = std::find_if(latest.begin(), latest.end(), [task = task](const auto& t) {
+            return t.task_index() >= task;
+          });
+          if (it != latest.end() && it->task_index() == task) {
+            *it = entry;
+          } else {
+            latest.insert(it, entry);
+          }
+        }
+      }
+      const auto current = returns.find(evaluation_task_);
+      if (current != returns.end()) {
+        counters_.eval_return = summarize(current->second);
+      } else {
+        std::vector<double> all;
+        for (const auto& [task, values] : returns) all.insert(all.end(), values.begin(), values.end());
+        counters_.eval_return = summarize(all);
+      }
       evaluations_completed_ = request.evaluation_index();
       new_evaluation_ = true;
     }
@@ -125,6 +193,8 @@ v1::ActorReportResponse RunState::ResponseLocked(const v1::ActorReportRequest& r
   }
   response.set_frames(counters_.frames);
   response.set_parameter_version(counters_.parameter_version);
+  response.set_task_index(CurrentTaskLocked());
+  response.set_evaluation_tasks(evaluation_tasks_);
   return response;
 }
 
@@ -156,6 +226,7 @@ int64_t RunState::RequestEvaluation() {
   absl::MutexLock lock(&mu_);
   ++counters_.evaluations_requested;
   evaluation_requested_frames_ = counters_.frames;
+  NoteEvaluationRequestLocked();
   return counters_.evaluations_requested;
 }
 
@@ -193,6 +264,12 @@ std::optional<std::string> RunState::BudgetSpent() const {
   const v1::BudgetSpec& budget = spec_.budget();
   if (budget.total_frames() > 0 && counters_.frames >= budget.total_frames()) {
     return absl::StrCat(budget.total_frames(), " frames");
+  }
+  if (spec_.has_task_sequence()) {
+    const TaskPhase phase = TaskPhaseAt(spec_, counters_.frames);
+    if (phase.sequence_done) {
+      return absl::StrCat("the task sequence's ", phase.end_frames, " frames");
+    }
   }
   if (budget.has_max_wall_time()) {
     const absl::Duration limit = absl::Seconds(budget.max_wall_time().seconds()) +
@@ -254,6 +331,8 @@ v1::ExperimentStatus RunState::Status() const {
     train->set_at_frames(train_window_end_frames_);
   }
   if (counters_.eval_return.episodes() > 0) *status.mutable_eval_return() = counters_.eval_return;
+  status.set_task_index(CurrentTaskLocked());
+  for (const v1::TaskReturn& task : counters_.task_eval_returns) *status.add_task_eval_returns() = task;
   // Rates between the oldest snapshot of the window and now.
   const Sample& first = samples_.front();
   const double seconds = absl::ToDoubleSeconds(now - first.time);
@@ -289,11 +368,11 @@ bool RunState::training_stopped() const {
   return stop_training_;
 }
 
-std::optional<std::pair<int64_t, v1::ReturnSummary>> RunState::TakeNewEvaluation() {
+std::optional<CompletedEvaluation> RunState::TakeNewEvaluation() {
   absl::MutexLock lock(&mu_);
   if (!new_evaluation_) return std::nullopt;
   new_evaluation_ = false;
-  return std::make_pair(evaluations_completed_, counters_.eval_return);
+  return CompletedEvaluation{evaluations_completed_, counters_.eval_return, new_task_returns_};
 }
 
 }  // namespace engram::learner

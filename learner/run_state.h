@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -37,6 +38,20 @@ struct RunCounters {
   int64_t evaluations_requested = 0;
   int64_t next_evaluation_frames = 0;
   v1::ReturnSummary eval_return;
+  // Task sequences: the phase the learner trains (TaskPhase::phase) and the latest
+  // evaluation of each task evaluated so far, in task order.
+  int task_phase = 0;
+  std::vector<v1::TaskReturn> task_eval_returns;
+};
+
+// A completed evaluation (RunState::TakeNewEvaluation).
+struct CompletedEvaluation {
+  int64_t index = 0;
+  // The episodes of the task that was current when the evaluation was requested (all of
+  // them without a task sequence).
+  v1::ReturnSummary summary;
+  // Task sequences: one per task the evaluation covered, in task order; empty otherwise.
+  std::vector<v1::TaskReturn> tasks;
 };
 
 class RunState {
@@ -58,6 +73,11 @@ class RunState {
   void RecordSampled(int64_t items, double mean_lag, int64_t max_lag) ABSL_LOCKS_EXCLUDED(mu_);
   // Replay totals over all shards (from ReplayService.Info).
   void RecordReplay(int64_t inserts_total, int64_t size) ABSL_LOCKS_EXCLUDED(mu_);
+  // Task sequences: the learner trains phase `phase` now (TaskPhase; its task's replay table
+  // exists). Training actors are told to act in its task, evaluations cover every task
+  // seen so far. Phases only move forward.
+  void SetTaskPhase(int phase) ABSL_LOCKS_EXCLUDED(mu_);
+  int task_phase() const ABSL_LOCKS_EXCLUDED(mu_);
   // Asks evaluation actors for a new evaluation now; returns its index.
   int64_t RequestEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
   // Evaluations completed so far (reported by an evaluation actor).
@@ -72,7 +92,8 @@ class RunState {
   void Finish(v1::ExperimentState state, std::string error = "") ABSL_LOCKS_EXCLUDED(mu_);
   void SetLastCheckpoint(std::string path) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Whether the budget (frames or wall time) is spent, and which, e.g. "5000000 frames".
+  // Whether the budget (frames, wall time, or the task sequence's frames) is spent, and
+  // which, e.g. "5000000 frames".
   std::optional<std::string> BudgetSpent() const ABSL_LOCKS_EXCLUDED(mu_);
 
   int64_t frames() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -80,9 +101,9 @@ class RunState {
   RunCounters counters() const ABSL_LOCKS_EXCLUDED(mu_);
   // Status with the resolved spec (ExperimentService.Get); rates over about a minute.
   v1::ExperimentStatus Status() const ABSL_LOCKS_EXCLUDED(mu_);
-  // The latest completed evaluation's summary, once per evaluation (for CSV rows);
-  // nullopt when none completed since the last call.
-  std::optional<std::pair<int64_t, v1::ReturnSummary>> TakeNewEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
+  // The latest completed evaluation, once per evaluation (for CSV rows); nullopt when none
+  // completed since the last call.
+  std::optional<CompletedEvaluation> TakeNewEvaluation() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Sample {
@@ -100,6 +121,9 @@ class RunState {
   void SnapshotLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::ActorReportResponse ResponseLocked(const v1::ActorReportRequest& request) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records that an evaluation was requested now (the task it is for, the tasks it covers).
+  void NoteEvaluationRequestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int CurrentTaskLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const v1::ExperimentSpec spec_;
   const absl::Time started_;  // this process
@@ -118,6 +142,11 @@ class RunState {
   int64_t evaluations_completed_ ABSL_GUARDED_BY(mu_) = 0;
   bool evaluation_actor_seen_ ABSL_GUARDED_BY(mu_) = false;
   bool new_evaluation_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<v1::TaskReturn> new_task_returns_ ABSL_GUARDED_BY(mu_);  // of the new evaluation
+  // The requested evaluation's task (whose return is eval_return) and how many tasks it
+  // covers (0 .. evaluation_tasks_ - 1).
+  int evaluation_task_ ABSL_GUARDED_BY(mu_) = 0;
+  int evaluation_tasks_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t sampled_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t inserted_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t replay_size_ ABSL_GUARDED_BY(mu_) = 0;

@@ -107,7 +107,9 @@ TEST(RunStateTest, SchedulesEvaluationsByFramesAndRecordsResults) {
   EXPECT_EQ(eval.at_frames(), 249);
   auto taken = state.TakeNewEvaluation();
   ASSERT_TRUE(taken.has_value());
-  EXPECT_EQ(taken->first, 1);
+  EXPECT_EQ(taken->index, 1);
+  EXPECT_DOUBLE_EQ(taken->summary.mean(), 4);
+  EXPECT_TRUE(taken->tasks.empty());
   EXPECT_FALSE(state.TakeNewEvaluation().has_value());
   // Evaluation frames are not training frames.
   EXPECT_EQ(state.frames(), 249);
@@ -167,6 +169,67 @@ TEST(RunStateTest, RatesAndLag) {
   EXPECT_EQ(status.policy_lag().max_versions(), 4);
   EXPECT_EQ(status.state(), v1::EXPERIMENT_STATE_RUNNING);
   EXPECT_EQ(status.spec().id(), "run");
+}
+
+TEST(RunStateTest, TaskSequenceSwitchesActorsAndEvaluatesEveryTaskSeen) {
+  v1::ExperimentSpec spec = Spec();
+  spec.mutable_budget()->set_total_frames(0);
+  for (const auto& [name, frames] : {std::pair<std::string, int>{"a", 300}, {"b", 200}}) {
+    v1::Task* task = spec.mutable_task_sequence()->add_tasks();
+    task->set_name(name);
+    task->set_frames(frames);
+  }
+  RunState state(spec, {});
+  absl::StatusOr<v1::ActorReportResponse> answer = state.ApplyReport(Training(1, 1, 150));
+  ASSERT_TRUE(answer.ok());
+  EXPECT_EQ(answer->task_index(), 0);
+  EXPECT_EQ(state.ApplyReport(Evaluation(1))->evaluation_tasks(), 1);
+
+  state.SetTaskPhase(1);
+  state.SetTaskPhase(0);  // phases never go back
+  EXPECT_EQ(state.task_phase(), 1);
+  EXPECT_EQ(state.ApplyReport(Training(1, 2, 200))->task_index(), 1);
+  EXPECT_EQ(state.Status().task_index(), 1);
+  const int64_t index = state.RequestEvaluation();
+  answer = state.ApplyReport(Evaluation(2));
+  EXPECT_EQ(answer->evaluation_index(), index);
+  EXPECT_EQ(answer->evaluation_tasks(), 2);
+
+  v1::ActorReportRequest bad = Evaluation(3);
+  bad.add_episodes()->set_task_index(2);
+  bad.mutable_episodes(0)->set_length(1);
+  EXPECT_THAT(state.ApplyReport(bad).status().message(),
+              HasSubstr("episodes[0].task_index: must be in [0, 2), got 2"));
+
+  v1::ActorReportRequest done = Evaluation(3);  // the rejected report applied nothing
+  done.set_evaluation_index(index);
+  done.set_evaluation_complete(true);
+  for (const auto& [task, r] : {std::pair<int, double>{0, 10}, {0, 20}, {1, 1}, {1, 3}}) {
+    v1::EpisodeResult* episode = done.add_episodes();
+    episode->set_task_index(task);
+    episode->set_episode_return(r);
+    episode->set_length(5);
+  }
+  ASSERT_TRUE(state.ApplyReport(done).ok());
+  const v1::ExperimentStatus status = state.Status();
+  EXPECT_DOUBLE_EQ(status.eval_return().mean(), 2);  // task b's: the task being trained
+  ASSERT_EQ(status.task_eval_returns_size(), 2);
+  EXPECT_EQ(status.task_eval_returns(0).task(), "a");
+  EXPECT_DOUBLE_EQ(status.task_eval_returns(0).eval_return().mean(), 15);
+  EXPECT_EQ(status.task_eval_returns(0).eval_return().episodes(), 2);
+  EXPECT_EQ(status.task_eval_returns(1).task_index(), 1);
+  EXPECT_DOUBLE_EQ(status.task_eval_returns(1).eval_return().min(), 1);
+  const std::optional<CompletedEvaluation> taken = state.TakeNewEvaluation();
+  ASSERT_TRUE(taken.has_value());
+  ASSERT_EQ(taken->tasks.size(), 2u);
+  EXPECT_DOUBLE_EQ(taken->tasks[0].eval_return().max(), 20);
+  // Kept by checkpoints.
+  EXPECT_EQ(state.counters().task_phase, 1);
+  EXPECT_EQ(state.counters().task_eval_returns.size(), 2u);
+
+  EXPECT_FALSE(state.BudgetSpent().has_value());
+  ASSERT_TRUE(state.ApplyReport(Training(1, 3, 150)).ok());  // 500 frames: the sequence's end
+  EXPECT_EQ(state.BudgetSpent().value_or(""), "the task sequence's 500 frames");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "actor/envs/env.h"
 
+#include <cstring>
+#include <optional>
 #include <random>
 #include <utility>
 
@@ -95,6 +97,56 @@ StepResult Env::Step(int action) {
   const Outcome outcome = Act(action);
   WriteObservation(observation_.data());
   return StepResult{observation_, outcome.reward, outcome.terminated, outcome.truncated};
+}
+
+namespace {
+
+class PaddedChannels final : public Env {
+ public:
+  PaddedChannels(std::unique_ptr<Env> inner, EnvSpec spec)
+      : Env(std::move(spec)), inner_(std::move(inner)), buffer_(inner_->spec().observation_bytes()) {}
+
+  void WriteObservation(uint8_t* dst) const override {
+    inner_->WriteObservation(buffer_.data());
+    const size_t element = DTypeSize(spec().observation_dtype);
+    const size_t in = static_cast<size_t>(inner_->spec().observation_shape.back()) * element;
+    const size_t out = static_cast<size_t>(spec().observation_shape.back()) * element;
+    const size_t cells = buffer_.size() / in;
+    for (size_t c = 0; c < cells; ++c) {
+      std::memcpy(dst + c * out, buffer_.data() + c * in, in);
+      std::memset(dst + c * out + in, 0, out - in);
+    }
+  }
+
+ protected:
+  void DoSeed(uint64_t seed) override { pending_seed_ = seed; }
+  void DoReset() override {
+    if (pending_seed_.has_value()) {
+      inner_->ResetState(*pending_seed_);
+      pending_seed_.reset();
+    } else {
+      inner_->ResetState();
+    }
+  }
+  Outcome DoStep(int action) override { return inner_->Act(action); }
+
+ private:
+  std::unique_ptr<Env> inner_;
+  mutable std::vector<uint8_t> buffer_;
+  std::optional<uint64_t> pending_seed_;
+};
+
+}  // namespace
+
+std::unique_ptr<Env> PadChannels(std::unique_ptr<Env> env, int64_t channels) {
+  const EnvSpec& inner = env->spec();
+  ENGRAM_CHECK(!inner.observation_shape.empty() && channels >= inner.observation_shape.back())
+      << inner.name << ": cannot pad " << inner.observation_shape.back() << " channels to "
+      << channels;
+  if (channels == inner.observation_shape.back()) return env;
+  EnvSpec spec = inner;
+  spec.observation_shape.back() = channels;
+  return std::make_unique<PaddedChannels>(std::move(env), std::move(spec));
 }
 
 }  // namespace engram::envs

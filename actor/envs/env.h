@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,13 @@ class Env {
   int episode_step_ = 0;
   std::vector<uint8_t> observation_;
 };
+
+// `env` with its observation's last dimension (channels) padded with zeros to `channels`:
+// what one network serving tasks with different channel counts sees (a task sequence of
+// several MinAtar games). Seeding, resets, steps, rewards and episode limits are env's;
+// the spec is env's with the wider shape. `channels` must be >= the env's last dimension
+// (ENGRAM_CHECK); equal returns `env` itself.
+std::unique_ptr<Env> PadChannels(std::unique_ptr<Env> env, int64_t channels);
 
 }  // namespace engram::envs
 

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 
+#include "actor/envs/registry.h"
 #include "gtest/gtest.h"
 
 namespace engram::envs {
@@ -116,6 +117,44 @@ TEST(EnvDeathTest, OutOfRangeActionIsAProgrammerError) {
   CountingEnv env(0);
   env.Reset(1);
   EXPECT_DEATH(env.Step(2), "outside \\[0, 2\\)");
+}
+
+TEST(PadChannelsTest, PadsEveryCellWithZerosAndKeepsTheDynamics) {
+  auto plain = MakeEnv("minatar/breakout", {{"sticky_action_prob", "0.1"}}).value();
+  auto padded = PadChannels(MakeEnv("minatar/breakout", {{"sticky_action_prob", "0.1"}}).value(), 7);
+  EXPECT_EQ(padded->spec().observation_shape, (std::vector<int64_t>{10, 10, 7}));
+  EXPECT_EQ(padded->spec().num_actions, plain->spec().num_actions);
+  StepResult a = plain->Reset(5);
+  std::vector<uint8_t> expected(a.observation.begin(), a.observation.end());
+  StepResult b = padded->Reset(5);
+  int lit = 0;
+  for (int step = 0; step < 200; ++step) {
+    ASSERT_EQ(b.observation.size(), 700u);
+    for (int cell = 0; cell < 100; ++cell) {
+      for (int c = 0; c < 7; ++c) {
+        const uint8_t want = c < 4 ? expected[cell * 4 + c] : 0;
+        ASSERT_EQ(b.observation[cell * 7 + c], want) << "step " << step << " cell " << cell;
+        lit += want;
+      }
+    }
+    a = plain->Step(step % 3);
+    b = padded->Step(step % 3);
+    expected.assign(a.observation.begin(), a.observation.end());
+    ASSERT_EQ(a.reward, b.reward);
+    ASSERT_EQ(a.terminated, b.terminated);
+    if (a.terminated) {
+      a = plain->Reset();
+      b = padded->Reset();
+      expected.assign(a.observation.begin(), a.observation.end());
+    }
+  }
+  EXPECT_GT(lit, 0);
+}
+
+TEST(PadChannelsTest, SameWidthIsTheEnvItself) {
+  auto env = MakeEnv("classic/cartpole").value();
+  Env* raw = env.get();
+  EXPECT_EQ(PadChannels(std::move(env), 4).get(), raw);
 }
 
 }  // namespace

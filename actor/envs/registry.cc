@@ -117,10 +117,15 @@ std::vector<Registration> MakeRegistrations() {
   all.push_back(Registration{
       {"classic/cartpole",
        "Cart-pole balancing (float32 [4]; 2 actions)",
-       {{"max_episode_steps", "500", "truncate episodes after this many steps (> 0)"}}},
+       {{"max_episode_steps", "500", "truncate episodes after this many steps (> 0)"},
+        {"signed_permutation_seed", "0",
+         "not classic: permute and sign-flip the 4 observation variables as this seed draws "
+         "(continual-learning task pairs); 0 = none"}}},
       [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
         ENGRAM_ASSIGN_OR_RETURN(const int steps, r.Int("max_episode_steps", 1, kMaxSteps));
-        return std::unique_ptr<Env>(new classic::CartPole(steps));
+        ENGRAM_ASSIGN_OR_RETURN(const int permutation,
+                                r.Int("signed_permutation_seed", 0, kMaxSteps));
+        return std::unique_ptr<Env>(new classic::CartPole(steps, permutation));
       }});
   const EnvOptionInfo trials{"num_trials", "100", "trials (arm pulls) per episode"};
   all.push_back(Registration{{"bandit/independent",

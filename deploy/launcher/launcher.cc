@@ -394,14 +394,23 @@ class LocalCluster {
     auto row = [](const char* name, const std::string& value) {
       std::printf("  %-18s %s\n", name, value.c_str());
     };
-    row("environment", spec_.environment().name());
+    if (spec_.has_task_sequence()) {
+      std::string tasks;
+      for (const v1::Task& task : spec_.task_sequence().tasks()) {
+        absl::StrAppend(&tasks, tasks.empty() ? "" : ", ", task.name(), " (",
+                        task.environment().name(), ", ", task.frames(), " frames)");
+      }
+      row("tasks", tasks);
+    } else {
+      row("environment", spec_.environment().name());
+    }
     row("frames", absl::StrFormat("%d (%.0f/s over the run)", s.frames(), s.frames() / seconds));
-    if (spec_.has_apex_dqn() || spec_.has_meta_rl()) {
+    if (!spec_.has_episodic_control()) {
       row("learner updates",
           absl::StrFormat("%d (%.1f/s, batch %d)", s.learner_updates(),
                           s.learner_updates() / seconds,
                           spec_.has_meta_rl() ? spec_.meta_rl().batch_size()
-                                              : spec_.apex_dqn().batch_size()));
+                                              : learner::DqnAlgorithmConfig(spec_).batch_size()));
     }
     for (const auto& [name, value] : cli::LearningRows(s)) row(name.c_str(), value);
     row("learning curve", (fs::path(experiment_dir()) / "progress.csv").string());
@@ -454,10 +463,8 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& options, Shutdown
     return cluster.Run();
   }
   ENGRAM_ASSIGN_OR_RETURN(v1::ExperimentSpec spec, learner::ReadExperimentSpec(options.spec_path));
-  if (!spec.has_apex_dqn() && !spec.has_meta_rl() && !spec.has_episodic_control()) {
-    return absl::InvalidArgumentError(
-        "algorithm: the local launcher runs apex_dqn, meta_rl and episodic_control experiments "
-        "in this version");
+  if (spec.algorithm_case() == v1::ExperimentSpec::ALGORITHM_NOT_SET) {
+    return absl::InvalidArgumentError("algorithm: the spec names none");
   }
   if (options.max_wall_time > absl::ZeroDuration()) {
     spec.mutable_budget()->mutable_max_wall_time()->set_seconds(

@@ -19,7 +19,20 @@ EnvSpec CartPoleSpec(int max_episode_steps) {
 
 }  // namespace
 
-CartPole::CartPole(int max_episode_steps) : Env(CartPoleSpec(max_episode_steps)) {}
+CartPole::CartPole(int max_episode_steps, int signed_permutation_seed)
+    : Env(CartPoleSpec(max_episode_steps)) {
+  if (signed_permutation_seed != 0) transform_ = SignedPermutation(signed_permutation_seed);
+}
+
+CartPole::Transform CartPole::SignedPermutation(int seed) {
+  Transform t;
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  for (int i = 3; i >= 1; --i) std::swap(t.source[i], t.source[rng() % static_cast<uint64_t>(i + 1)]);
+  for (float& sign : t.sign) sign = (rng() & 1) != 0 ? -1.0f : 1.0f;
+  const Transform identity;
+  if (t.source == identity.source && t.sign == identity.sign) t.sign = {-1, -1, -1, -1};
+  return t;
+}
 
 void CartPole::DoSeed(uint64_t seed) { rng_.seed(seed); }
 
@@ -53,8 +66,10 @@ Env::Outcome CartPole::DoStep(int action) {
 }
 
 void CartPole::WriteObservation(uint8_t* dst) const {
-  const float obs[4] = {static_cast<float>(state_[0]), static_cast<float>(state_[1]),
-                        static_cast<float>(state_[2]), static_cast<float>(state_[3])};
+  float obs[4];
+  for (int i = 0; i < 4; ++i) {
+    obs[i] = transform_.sign[i] * static_cast<float>(state_[transform_.source[i]]);
+  }
   std::memcpy(dst, obs, sizeof(obs));
 }
 

@@ -31,8 +31,21 @@ class CartPole : public Env {
   static constexpr double kXLimit = 2.4;
   static constexpr int kDefaultMaxSteps = 500;
 
-  // `max_episode_steps` > 0 (default 500).
-  explicit CartPole(int max_episode_steps = kDefaultMaxSteps);
+  // `max_episode_steps` > 0 (default 500). `signed_permutation_seed` != 0: not the classic
+  // task, the observation's four variables are permuted and sign-flipped by
+  // SignedPermutation(seed) (a second task with the same dynamics and different inputs, for
+  // continual learning); 0 = the classic observation.
+  explicit CartPole(int max_episode_steps = kDefaultMaxSteps, int signed_permutation_seed = 0);
+
+  // Observation slot i shows sign[i] * state[source[i]]. Drawn from `seed` (> 0) with
+  // std::mt19937_64 (Fisher-Yates over the sources, then one sign bit each), so the same on
+  // every platform; never the identity: a draw that would change nothing negates every
+  // slot instead.
+  struct Transform {
+    std::array<int, 4> source{0, 1, 2, 3};
+    std::array<float, 4> sign{1, 1, 1, 1};
+  };
+  static Transform SignedPermutation(int seed);
 
   void WriteObservation(uint8_t* dst) const override;
 
@@ -49,6 +62,7 @@ class CartPole : public Env {
   std::mt19937_64 rng_;
   std::array<double, 4> state_{};
   bool done_ = false;
+  Transform transform_;  // the identity for the classic task
 };
 
 }  // namespace engram::envs::classic

@@ -1,5 +1,6 @@
 #include "actor/envs/classic/cartpole.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -90,6 +91,37 @@ TEST(CartPoleTest, RandomPolicyEpisodesAreShort) {
   // A uniformly random policy balances about 22 steps on average.
   EXPECT_GT(total / 200, 15.0);
   EXPECT_LT(total / 200, 30.0);
+}
+
+TEST(CartPoleTest, SignedPermutationShowsTheSameStateRearranged) {
+  CartPole classic(500), permuted(500, 3);
+  classic.Reset(11);
+  permuted.Reset(11);
+  const CartPole::Transform t = CartPole::SignedPermutation(3);
+  // A permutation of 0..3 with signs +-1, not the identity.
+  std::array<int, 4> sorted = t.source;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::array<int, 4>{0, 1, 2, 3}));
+  EXPECT_FALSE(t.source == (std::array<int, 4>{0, 1, 2, 3}) &&
+               t.sign == (std::array<float, 4>{1, 1, 1, 1}));
+  for (int step = 0; step < 20; ++step) {
+    const StepResult a = classic.Step(step % 2);
+    const StepResult b = permuted.Step(step % 2);
+    EXPECT_EQ(a.reward, b.reward);
+    EXPECT_EQ(a.terminated, b.terminated);
+    const auto x = Obs(a), y = Obs(b);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(y[i], t.sign[i] * x[t.source[i]]) << "slot " << i;
+  }
+  // Deterministic per seed; other seeds draw other transforms.
+  const CartPole::Transform again = CartPole::SignedPermutation(3);
+  EXPECT_EQ(again.source, t.source);
+  EXPECT_EQ(again.sign, t.sign);
+  int differing = 0;
+  for (int seed = 1; seed <= 20; ++seed) {
+    const CartPole::Transform other = CartPole::SignedPermutation(seed);
+    differing += other.source != t.source || other.sign != t.sign;
+  }
+  EXPECT_GE(differing, 15);
 }
 
 }  // namespace
