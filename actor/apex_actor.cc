@@ -160,7 +160,8 @@ class TrainingActor {
     for (int64_t step = 0;; ++step) {
       if (Stopping(stop)) break;
       if (options_.spec.has_task_sequence()) {
-        if (const int task = AnnouncedTask(); task != task_) ENGRAM_RETURN_IF_ERROR(SwitchTask(task));
+        if (const int task = AnnouncedTask(); task != task_)
+          ENGRAM_RETURN_IF_ERROR(SwitchTask(task));
       }
       if (step % sync_steps == 0) {
         bool changed = false;
@@ -227,18 +228,19 @@ class TrainingActor {
   }
 
   void NewEpisodeWriter() {
-    episode_writer_ = std::make_unique<EpisodeWriter>(
-        episodic_.get(), projection_.get(), num_envs_,
-        learner::DqnAlgorithmConfig(options_.spec).gamma(),
-        c_.env_spec.observation_dtype == envs::DType::kFloat32);
+    episode_writer_ =
+        std::make_unique<EpisodeWriter>(episodic_.get(), projection_.get(), num_envs_,
+                                        learner::DqnAlgorithmConfig(options_.spec).gamma(),
+                                        c_.env_spec.observation_dtype == envs::DType::kFloat32);
   }
 
   // Builds task `task`'s environments and resets them with the actor's seeds for that task.
   absl::Status StartTask(int task) {
     ENGRAM_ASSIGN_OR_RETURN(vec_, MakeTaskEnvs(options_.spec, task, num_envs_));
     if (vec_->spec().observation_bytes() != obs_bytes_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "task ", task, ": observations of ", vec_->spec().observation_bytes(), " bytes, the network takes ", obs_bytes_));
+      return absl::InvalidArgumentError(absl::StrCat("task ", task, ": observations of ",
+                                                     vec_->spec().observation_bytes(),
+                                                     " bytes, the network takes ", obs_bytes_));
     }
     vec_->Reset(learner::TrainingEnvSeed(options_.spec, options_.actor_index, 0, task));
     task_ = task;
@@ -251,9 +253,11 @@ class TrainingActor {
   // transitions: they would mix two tasks), and stepping goes on in the new task's
   // environments, writing to its table.
   absl::Status SwitchTask(int task) {
-    const int tasks = options_.spec.has_task_sequence() ? options_.spec.task_sequence().tasks_size() : 1;
+    const int tasks =
+        options_.spec.has_task_sequence() ? options_.spec.task_sequence().tasks_size() : 1;
     if (task < 0 || task >= tasks) {
-      return absl::InvalidArgumentError(absl::StrCat("the learner announced task ", task, " of a sequence of ", tasks));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the learner announced task ", task, " of a sequence of ", tasks));
     }
     // The learner sampled what it needs of the old task before announcing the new one, and
     // the old table's rate limiter no longer moves: a short wait is enough.
@@ -262,7 +266,9 @@ class TrainingActor {
       Log(absl::StrCat("actor ", options_.actor_index, ": items of task ", task_,
                        " left undelivered at the switch: ", closed.message()));
     }
-    ENGRAM_ASSIGN_OR_RETURN(writer_, OpenReplayWriter(options_, replay::ReplayWriterOptions().max_unacked_requests, &writer_target_, task));
+    ENGRAM_ASSIGN_OR_RETURN(
+        writer_, OpenReplayWriter(options_, replay::ReplayWriterOptions().max_unacked_requests,
+                                  &writer_target_, task));
     ENGRAM_RETURN_IF_ERROR(StartTask(task));
     switching_ = false;
     builder_ = NewNStepBuilder();
@@ -273,8 +279,8 @@ class TrainingActor {
       episode_step_[j] = 0;
     }
     if (episode_writer_ != nullptr) NewEpisodeWriter();
-    Log(absl::StrFormat("actor %d: task %d (%s) from now on, writing to %s", options_.actor_index, task,
-                        options_.spec.task_sequence().tasks(task).name(), writer_target_));
+    Log(absl::StrFormat("actor %d: task %d (%s) from now on, writing to %s", options_.actor_index,
+                        task, options_.spec.task_sequence().tasks(task).name(), writer_target_));
     return absl::OkStatus();
   }
 
@@ -467,7 +473,7 @@ class TrainingActor {
   std::vector<int> actions_;
   std::vector<float> q_taken_;
   std::vector<actor::NStepTransition> emitted_;
-  int task_ = 0;             // index into task_sequence.tasks
+  int task_ = 0;            // index into task_sequence.tasks
   bool switching_ = false;  // the learner announced another task; not switched yet
   RecentReturns recent_returns_;
   std::mt19937_64 rng_;

@@ -21,8 +21,8 @@ absl::StatusOr<std::vector<v1::EpisodeResult>> RunEvaluationEpisodes(
   ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<envs::VectorEnv> vec,
                           MakeTaskEnvs(resolved, task_index, episodes));
   // Episode k of evaluation `index` always gets the same seed, whichever actor runs it.
-  vec->Reset(learner::EvaluationEnvSeed(resolved, static_cast<int>((index - 1) * episodes),
-                                        task_index));
+  vec->Reset(
+      learner::EvaluationEnvSeed(resolved, static_cast<int>((index - 1) * episodes), task_index));
   std::mt19937_64 rng(learner::EvaluationEnvSeed(resolved, 0, task_index) +
                       static_cast<uint64_t>(index));
   const int num_actions = vec->spec().num_actions;
@@ -75,9 +75,9 @@ absl::Status ServeEvaluations(const v1::ExperimentSpec& resolved, int64_t max_ep
     Set(metrics.policy_version, static_cast<double>(policy.version));
     const absl::Time start = absl::Now();
     // Tasks 0 .. evaluation_tasks - 1 (every task seen so far), within the sequence.
-    const int tasks = std::clamp(
-        seen.evaluation_tasks(), 1,
-        resolved.has_task_sequence() ? resolved.task_sequence().tasks_size() : 1);
+    const int tasks =
+        std::clamp(seen.evaluation_tasks(), 1,
+                   resolved.has_task_sequence() ? resolved.task_sequence().tasks_size() : 1);
     std::vector<v1::EpisodeResult> all;
     absl::Status failed;
     for (int task = 0; task < tasks && failed.ok(); ++task) {

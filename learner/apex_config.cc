@@ -53,9 +53,9 @@ absl::StatusOr<NetworkConfig> ApexNetworkConfig(const v1::ExperimentSpec& resolv
   }
   config.hidden_sizes.assign(apex.hidden_sizes().begin(), apex.hidden_sizes().end());
   if (const std::string error = config.Validate(); !error.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ".torso: ", v1::Torso_Name(apex.torso()),
-                                                   " does not fit [", absl::StrJoin(env.observation_shape, ", "),
-                                                   "] observations: ", error));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ".torso: ", v1::Torso_Name(apex.torso()), " does not fit [",
+                     absl::StrJoin(env.observation_shape, ", "), "] observations: ", error));
   }
   return config;
 }

@@ -67,6 +67,32 @@ TEST(ApexConfigTest, LearnerConfigCarriesTheSpec) {
   EXPECT_TRUE(config->double_q);
 }
 
+TEST(ApexConfigTest, EwcTaskSequenceSharesOneNetworkWithPaddedChannels) {
+  v1::ExperimentSpec spec;
+  spec.set_id("t");
+  spec.set_seed(3);
+  for (const char* game : {"minatar/breakout", "minatar/space_invaders"}) {
+    v1::Task* task = spec.mutable_task_sequence()->add_tasks();
+    task->mutable_environment()->set_name(game);
+    task->set_frames(100);
+  }
+  spec.mutable_ewc()->mutable_dqn()->set_torso(v1::TORSO_DUELING);
+  spec.mutable_ewc()->mutable_dqn()->set_target_update_period(55);
+  spec.mutable_actors()->set_num_actors(1);
+  absl::StatusOr<v1::ExperimentSpec> resolved = ResolveExperimentSpec(spec);
+  ASSERT_TRUE(resolved.ok()) << resolved.status();
+  absl::StatusOr<DqnConfig> config = ApexLearnerConfig(*resolved);
+  ASSERT_TRUE(config.ok()) << config.status();
+  // Breakout has 4 channels, Space Invaders 6: the network takes 6.
+  EXPECT_THAT(config->network.observation_shape, ElementsAre(10, 10, 6));
+  EXPECT_EQ(config->network.torso, Torso::kMinAtarDueling);
+  EXPECT_EQ(config->target_update_period, 55);
+
+  resolved->mutable_ewc()->mutable_dqn()->set_torso(v1::TORSO_MLP);
+  resolved->mutable_ewc()->mutable_dqn()->add_hidden_sizes(0);
+  EXPECT_THAT(ApexNetworkConfig(*resolved).status().message(), HasSubstr("ewc.dqn.torso"));
+}
+
 TEST(WeightsTest, RoundTripIntoAnActorNetwork) {
   absl::StatusOr<DqnConfig> config =
       ApexLearnerConfig(Resolved("minatar/breakout", v1::TORSO_DUELING));

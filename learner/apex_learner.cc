@@ -121,9 +121,9 @@ class Trainer {
                                                 const v1::TableSpec& table, bool pinned) = 0;
   virtual Result Update(const PreparedBatch& prepared) = 0;
   // Task sequences: minibatches of a finished task's replay the trainer wants (0: none),
-  // and the end of that task with them (EWC consolidates).
+  // and the end of that task with them (EWC consolidates); returns what it did, for the log.
   virtual int TaskEndBatches() const { return 0; }
-  virtual void EndTask(const std::vector<PreparedBatch>& /*batches*/) {}
+  virtual std::string EndTask(const std::vector<PreparedBatch>& /*batches*/) { return ""; }
 };
 
 // DQN (apex_dqn), optionally consolidated by EWC between tasks (ewc).
@@ -160,12 +160,19 @@ class DqnTrainer final : public Trainer {
     return ewc_ != nullptr && ewc_->options().lambda > 0 ? fisher_minibatches_ : 0;
   }
 
-  void EndTask(const std::vector<PreparedBatch>& batches) override {
-    if (ewc_ == nullptr || batches.empty()) return;
+  std::string EndTask(const std::vector<PreparedBatch>& batches) override {
+    if (ewc_ == nullptr || batches.empty()) return "";
     std::vector<DqnBatch> dqn;
     for (const PreparedBatch& prepared : batches) dqn.push_back(std::get<DqnBatch>(prepared.batch));
-    ewc_->Consolidate(learner_->online(), DqnFisher(*learner_, dqn));
+    const NamedTensorList fisher = DqnFisher(*learner_, dqn);
+    std::vector<torch::Tensor> flat;
+    for (const auto& [name, f] : fisher) flat.push_back(f.flatten());
+    const torch::Tensor all = torch::cat(flat);
+    ewc_->Consolidate(learner_->online(), fisher);
     InstallPenalty();
+    return absl::StrFormat("Fisher of %d parameters: mean %.3g, max %.3g; %d EWC term(s)",
+                           all.numel(), all.mean().item<double>(), all.max().item<double>(),
+                           ewc_->terms());
   }
   NamedWeights ExportWeights() const override { return learner_->ExportWeights(); }
   int64_t updates() const override { return learner_->updates(); }
@@ -438,8 +445,8 @@ class ApexLearner::Impl {
   }
 
   absl::Status Run(const std::atomic<bool>& stop) {
-    ENGRAM_ASSIGN_OR_RETURN(recorder_, RunRecorder::Open(options_.output_dir, state_,
-                                                         eval_return_, task_eval_return_));
+    ENGRAM_ASSIGN_OR_RETURN(
+        recorder_, RunRecorder::Open(options_.output_dir, state_, eval_return_, task_eval_return_));
     StartThreads();
     const int64_t batch_size = BatchSize();
     Log(
@@ -470,7 +477,7 @@ class ApexLearner::Impl {
         next_log = now + options_.log_interval;
       }
       if (now >= next_csv) {
-        recorder_->WriteProgressRow({replay_size_, last_loss_});
+        recorder_->WriteProgressRow({replay_size_, last_loss_, last_penalty_});
         next_csv = now + options_.csv_interval;
       }
       recorder_->WriteEvaluationRows();
@@ -500,6 +507,7 @@ class ApexLearner::Impl {
       if (penalty_gauge_ != nullptr) penalty_gauge_->Set(result.penalty);
       state_->SetUpdates(learner_->updates());
       last_loss_ = result.loss;
+      last_penalty_ = result.penalty;
       RecordLag(*prepared);
       if (!result.priorities.empty()) {
         PriorityUpdate update{std::move(prepared->keys), std::move(result.priorities)};
@@ -518,7 +526,7 @@ class ApexLearner::Impl {
       Log("stopping: writing a checkpoint");
       StopThreads();
       ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
-      recorder_->WriteProgressRow({replay_size_, last_loss_});
+      recorder_->WriteProgressRow({replay_size_, last_loss_, last_penalty_});
       return absl::OkStatus();
     }
     return FinishRun(*spent, stop);
@@ -560,10 +568,11 @@ class ApexLearner::Impl {
   absl::Status SwitchTask(const TaskPhase& at, const std::atomic<bool>& stop) {
     const v1::TaskSequence& sequence = options_.spec.task_sequence();
     const int old_task = TaskOfPhase(phase_);
-    Log(absl::StrFormat("task sequence: task %d (%s) done at %d frames; next: task %d (%s), "
+    Log(
+        absl::StrFormat("task sequence: task %d (%s) done at %d frames; next: task %d (%s), "
                         "phase %d of %d",
-                        old_task, sequence.tasks(old_task).name(), state_->frames(),
-                        at.task_index, sequence.tasks(at.task_index).name(), at.phase + 1,
+                        old_task, sequence.tasks(old_task).name(), state_->frames(), at.task_index,
+                        sequence.tasks(at.task_index).name(), at.phase + 1,
                         sequence.tasks_size() * sequence.cycles()));
     StopThreads();
     std::vector<PreparedBatch> batches;
@@ -579,7 +588,8 @@ class ApexLearner::Impl {
       batches.push_back(std::move(prepared));
     }
     if (static_cast<int>(batches.size()) < wanted) {
-      Log(absl::StrFormat("task %d: only %d of %d minibatches for its Fisher could be sampled "
+      Log(
+          absl::StrFormat("task %d: only %d of %d minibatches for its Fisher could be sampled "
                           "from table \"%s\"",
                           old_task, batches.size(), wanted, table_.name()));
     }
@@ -592,12 +602,13 @@ class ApexLearner::Impl {
     if (task_gauge_ != nullptr) task_gauge_->Set(at.task_index);
     if (!batches.empty()) {
       const absl::Time start = absl::Now();
-      learner_->EndTask(batches);
-      Log(absl::StrFormat("task %d consolidated: Fisher of %d transitions in %.1f s",
-                          old_task, batches.size() * BatchSize(),
-                          absl::ToDoubleSeconds(absl::Now() - start)));
+      const std::string done = learner_->EndTask(batches);
+      Log(absl::StrFormat("task %d consolidated: Fisher of %d transitions in %.1f s (%s)", old_task,
+                          batches.size() * BatchSize(), absl::ToDoubleSeconds(absl::Now() - start),
+                          done));
     } else if (wanted > 0) {
-      Log(absl::StrCat("task ", old_task, ": no replay to estimate its Fisher from; not consolidated"));
+      Log(absl::StrCat("task ", old_task,
+                       ": no replay to estimate its Fisher from; not consolidated"));
     }
     if (state_->has_evaluation_actor()) {
       Log(absl::StrCat("evaluation ", state_->RequestEvaluation(),
@@ -633,8 +644,7 @@ class ApexLearner::Impl {
     ENGRAM_ASSIGN_OR_RETURN(DqnConfig config, ApexLearnerConfig(options_.spec));
     std::unique_ptr<DqnLearner> learner = DqnLearner::Create(config, device_, &error);
     if (learner == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(DqnAlgorithmPath(options_.spec), ": ", error));
+      return absl::InvalidArgumentError(absl::StrCat(DqnAlgorithmPath(options_.spec), ": ", error));
     }
     std::unique_ptr<ElasticWeights> ewc;
     int fisher_minibatches = 0;
@@ -895,12 +905,17 @@ class ApexLearner::Impl {
     }
     std::string task;
     if (options_.spec.has_task_sequence()) {
-      task = absl::StrCat(", task ", options_.spec.task_sequence().tasks(status.task_index()).name());
+      task =
+          absl::StrCat(", task ", options_.spec.task_sequence().tasks(status.task_index()).name());
       for (const v1::TaskReturn& t : status.task_eval_returns()) {
         absl::StrAppend(&task, t.task_index() == 0 ? " (eval " : ", ", t.task(), " ",
                         FormatReturn(t.eval_return()));
       }
       if (status.task_eval_returns_size() > 0) absl::StrAppend(&task, ")");
+      if (options_.spec.has_ewc()) {
+        absl::StrAppend(
+            &task, absl::StrFormat(", loss %.3g, ewc penalty %.3g", last_loss_, last_penalty_));
+      }
     }
     Log(absl::StrFormat(
         "%d frames (%.0f/s), %d updates (%.1f/s), replay %d, lag %.1f, train return %s, eval "
@@ -942,7 +957,8 @@ class ApexLearner::Impl {
     state.set_next_evaluation_frames(counters.next_evaluation_frames);
     *state.mutable_eval_return() = counters.eval_return;
     state.set_task_phase(phase_);
-    for (const v1::TaskReturn& task : counters.task_eval_returns) *state.add_task_eval_returns() = task;
+    for (const v1::TaskReturn& task : counters.task_eval_returns)
+      *state.add_task_eval_returns() = task;
     state.set_written_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
     std::string text;
     google::protobuf::TextFormat::PrintToString(state, &text);
@@ -971,7 +987,7 @@ class ApexLearner::Impl {
     ENGRAM_RETURN_IF_ERROR(Publish());
     recorder_->FinalEvaluation(options_.final_evaluation_timeout, stop);
     ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
-    recorder_->WriteProgressRow({replay_size_, last_loss_});
+    recorder_->WriteProgressRow({replay_size_, last_loss_, last_penalty_});
     state_->Finish(v1::EXPERIMENT_STATE_SUCCEEDED);
     const v1::ExperimentStatus status = state_->Status();
     Log(
@@ -1008,6 +1024,7 @@ class ApexLearner::Impl {
   absl::Status background_error_ ABSL_GUARDED_BY(error_mu_);
   int64_t replay_size_ = 0;
   double last_loss_ = 0;
+  double last_penalty_ = 0;
   std::unique_ptr<RunRecorder> recorder_;
   prometheus::Counter* updates_total_ = nullptr;
   prometheus::Gauge* frames_gauge_ = nullptr;

@@ -17,6 +17,15 @@
 // frames (from actors' reports) drive the importance-beta schedule, the evaluation
 // schedule and the budget. Checkpoints (model, optimizer, counters) are written every
 // checkpoint.interval and when the run ends or the process is asked to stop.
+//
+// Task sequences (apex_dqn or ewc with task_sequence): when the run's frames pass the end of
+// a task's phase, the loop stops sampling, takes ewc.fisher_minibatches minibatches of the
+// finished task's table (its actors still feed it), creates the next task's table
+// ("<table>_t<k>") on every shard, tells the actors to switch (ActorReportResponse.
+// task_index), consolidates (EWC: Fisher, anchor, penalty from then on), asks for an
+// evaluation of every task seen so far, and resumes on the new table; the finished table is
+// dropped 15 s later, once the actors have moved. The phase and the EWC terms are part of
+// checkpoints (state.textproto's task_phase, ewc.pt).
 
 #include <atomic>
 #include <memory>

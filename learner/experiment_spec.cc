@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <map>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -357,11 +357,11 @@ std::optional<EnvironmentInfo> ResolveEnvironments(v1::ExperimentSpec* spec, Pro
       first = shared = info;
     } else if (!reported_difference && !CompatibleInterface(*info, *first)) {
       // One network serves every task; naming the first that differs is enough.
-      task_check.Fail("environment",
-                      absl::StrCat(Describe(*info), " differ from the first task's ",
-                                   Describe(*first),
-                                   " (one network serves all tasks: only the last dimension, "
-                                   "channels, may differ)"));
+      task_check.Fail(
+          "environment",
+          absl::StrCat(Describe(*info), " differ from the first task's ", Describe(*first),
+                       " (one network serves all tasks: only the last dimension, "
+                       "channels, may differ)"));
       reported_difference = true;
     } else {
       WidenChannels(*info, &*shared);

@@ -43,7 +43,7 @@ absl::StatusOr<std::unique_ptr<RunRecorder>> RunRecorder::Open(
   recorder->progress_ =
       open("progress.csv",
            "wall_time_s,frames,updates,episodes,train_return,eval_return,frames_per_s,"
-           "updates_per_s,sampled_per_s,inserted_per_s,policy_lag,replay_size,loss\n");
+           "updates_per_s,sampled_per_s,inserted_per_s,policy_lag,replay_size,loss,penalty\n");
   recorder->evaluations_ =
       open("evaluations.csv",
            "evaluation,wall_time_s,frames,updates,episodes,mean_return,min_return,max_return,"
@@ -63,7 +63,7 @@ RunRecorder::~RunRecorder() {
 void RunRecorder::WriteProgressRow(const Extra& extra) {
   if (progress_ == nullptr) return;
   const v1::ExperimentStatus status = state_->Status();
-  std::fprintf(progress_, "%.1f,%lld,%lld,%lld,%s,%s,%.1f,%.2f,%.1f,%.1f,%.2f,%lld,%.6g\n",
+  std::fprintf(progress_, "%.1f,%lld,%lld,%lld,%s,%s,%.1f,%.2f,%.1f,%.1f,%.2f,%lld,%.6g,%.6g\n",
                absl::ToDoubleSeconds(state_->elapsed()), static_cast<long long>(status.frames()),
                static_cast<long long>(status.learner_updates()),
                static_cast<long long>(status.episodes()), CsvReturn(status.train_return()).c_str(),
@@ -71,7 +71,7 @@ void RunRecorder::WriteProgressRow(const Extra& extra) {
                status.throughput().learner_updates_per_second(),
                status.throughput().sampled_items_per_second(),
                status.throughput().inserted_items_per_second(), status.policy_lag().mean_versions(),
-               static_cast<long long>(extra.replay_size), extra.loss);
+               static_cast<long long>(extra.replay_size), extra.loss, extra.penalty);
   std::fflush(progress_);
 }
 

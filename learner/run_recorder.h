@@ -40,6 +40,7 @@ class RunRecorder {
   struct Extra {
     int64_t replay_size = 0;
     double loss = 0;
+    double penalty = 0;  // EWC penalty of the latest update (0 without)
   };
   void WriteProgressRow(const Extra& extra);
   // Logs and writes every evaluation completed since the last call.

@@ -42,10 +42,9 @@ int RunState::CurrentTaskLocked() const {
 
 void RunState::NoteEvaluationRequestLocked() {
   evaluation_task_ = CurrentTaskLocked();
-  evaluation_tasks_ =
-      spec_.has_task_sequence()
-          ? std::min(counters_.task_phase + 1, spec_.task_sequence().tasks_size())
-          : 1;
+  evaluation_tasks_ = spec_.has_task_sequence()
+                          ? std::min(counters_.task_phase + 1, spec_.task_sequence().tasks_size())
+                          : 1;
 }
 
 void RunState::SetTaskPhase(int phase) {
@@ -91,8 +90,8 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
                        episode.episode_return(), " and ", episode.length()));
     }
     if (episode.task_index() < 0 || episode.task_index() >= tasks) {
-      return absl::InvalidArgumentError(absl::StrCat("episodes[", i, "].task_index: must be in [0, ",
-                                                     tasks, "), got ", episode.task_index()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "episodes[", i, "].task_index: must be in [0, ", tasks, "), got ", episode.task_index()));
     }
   }
   absl::MutexLock lock(&mu_);
@@ -158,9 +157,8 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
           *entry.mutable_eval_return() = summarize(values);
           new_task_returns_.push_back(entry);
           auto& latest = counters_.task_eval_returns;
-          auto it = std::find_if(latest.begin(), latest.end(), [task = task](const auto& t) {
-            return t.task_index() >= task;
-          });
+          auto it = std::find_if(latest.begin(), latest.end(),
+                                 [task = task](const auto& t) { return t.task_index() >= task; });
           if (it != latest.end() && it->task_index() == task) {
             *it = entry;
           } else {
@@ -173,7 +171,8 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
         counters_.eval_return = summarize(current->second);
       } else {
         std::vector<double> all;
-        for (const auto& [task, values] : returns) all.insert(all.end(), values.begin(), values.end());
+        for (const auto& [task, values] : returns)
+          all.insert(all.end(), values.begin(), values.end());
         counters_.eval_return = summarize(all);
       }
       evaluations_completed_ = request.evaluation_index();
@@ -332,7 +331,8 @@ v1::ExperimentStatus RunState::Status() const {
   }
   if (counters_.eval_return.episodes() > 0) *status.mutable_eval_return() = counters_.eval_return;
   status.set_task_index(CurrentTaskLocked());
-  for (const v1::TaskReturn& task : counters_.task_eval_returns) *status.add_task_eval_returns() = task;
+  for (const v1::TaskReturn& task : counters_.task_eval_returns)
+    *status.add_task_eval_returns() = task;
   // Rates between the oldest snapshot of the window and now.
   const Sample& first = samples_.front();
   const double seconds = absl::ToDoubleSeconds(now - first.time);

@@ -104,7 +104,9 @@ namespace {
 class PaddedChannels final : public Env {
  public:
   PaddedChannels(std::unique_ptr<Env> inner, EnvSpec spec)
-      : Env(std::move(spec)), inner_(std::move(inner)), buffer_(inner_->spec().observation_bytes()) {}
+      : Env(std::move(spec)),
+        inner_(std::move(inner)),
+        buffer_(inner_->spec().observation_bytes()) {}
 
   void WriteObservation(uint8_t* dst) const override {
     inner_->WriteObservation(buffer_.data());

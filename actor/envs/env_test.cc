@@ -121,7 +121,8 @@ TEST(EnvDeathTest, OutOfRangeActionIsAProgrammerError) {
 
 TEST(PadChannelsTest, PadsEveryCellWithZerosAndKeepsTheDynamics) {
   auto plain = MakeEnv("minatar/breakout", {{"sticky_action_prob", "0.1"}}).value();
-  auto padded = PadChannels(MakeEnv("minatar/breakout", {{"sticky_action_prob", "0.1"}}).value(), 7);
+  auto padded =
+      PadChannels(MakeEnv("minatar/breakout", {{"sticky_action_prob", "0.1"}}).value(), 7);
   EXPECT_EQ(padded->spec().observation_shape, (std::vector<int64_t>{10, 10, 7}));
   EXPECT_EQ(padded->spec().num_actions, plain->spec().num_actions);
   StepResult a = plain->Reset(5);

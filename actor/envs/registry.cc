@@ -120,12 +120,17 @@ std::vector<Registration> MakeRegistrations() {
        {{"max_episode_steps", "500", "truncate episodes after this many steps (> 0)"},
         {"signed_permutation_seed", "0",
          "not classic: permute and sign-flip the 4 observation variables as this seed draws "
-         "(continual-learning task pairs); 0 = none"}}},
+         "(continual-learning task pairs); 0 = none"},
+        {"observation_offset", "0",
+         "not classic: added to every observation variable (after the permutation), so that "
+         "a second task's observations differ from the classic task's"}}},
       [](const OptionReader& r) -> absl::StatusOr<std::unique_ptr<Env>> {
         ENGRAM_ASSIGN_OR_RETURN(const int steps, r.Int("max_episode_steps", 1, kMaxSteps));
         ENGRAM_ASSIGN_OR_RETURN(const int permutation,
                                 r.Int("signed_permutation_seed", 0, kMaxSteps));
-        return std::unique_ptr<Env>(new classic::CartPole(steps, permutation));
+        ENGRAM_ASSIGN_OR_RETURN(const double offset, r.Double("observation_offset", -1e6, 1e6));
+        return std::unique_ptr<Env>(
+            new classic::CartPole(steps, permutation, static_cast<float>(offset)));
       }});
   const EnvOptionInfo trials{"num_trials", "100", "trials (arm pulls) per episode"};
   all.push_back(Registration{{"bandit/independent",

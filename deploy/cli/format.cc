@@ -77,10 +77,10 @@ std::vector<std::pair<std::string, std::string>> LearningRows(const v1::Experime
           : "-");
   for (const v1::TaskReturn& task : s.task_eval_returns()) {
     const v1::ReturnSummary& r = task.eval_return();
-    rows.emplace_back(absl::StrCat("  task ", task.task()),
-                      absl::StrFormat("%.2f (%d episodes at %d frames)%s", r.mean(), r.episodes(),
-                                      r.at_frames(),
-                                      task.task_index() == s.task_index() ? ", training" : ""));
+    rows.emplace_back(
+        absl::StrCat("  task ", task.task()),
+        absl::StrFormat("%.2f (%d episodes at %d frames)%s", r.mean(), r.episodes(), r.at_frames(),
+                        task.task_index() == s.task_index() ? ", training" : ""));
   }
   rows.emplace_back("policy lag",
                     absl::StrFormat("%.2f versions (max %d)", s.policy_lag().mean_versions(),

@@ -301,18 +301,19 @@ DqnLearner::UpdateResult DqnLearner::Update(const DqnBatch& batch) {
   }
   const DqnLossOutput out =
       DqnLoss(online_->forward(observations), actions, targets, weights, config_.huber_delta);
-  torch::Tensor total = out.loss;
   torch::Tensor extra;
   if (extra_loss_) {
     extra = extra_loss_(*online_);
     TORCH_CHECK(extra.defined() && extra.numel() == 1,
                 "DqnLearner::Update: the extra loss must be a scalar, got ",
                 extra.defined() ? SizesString(extra.sizes()) : std::string("undefined"));
-    total = total + extra.reshape({}).to(out.loss.device());
+    extra = extra.reshape({}).to(out.loss.device());
   }
   optimizer_->zero_grad();
-  total.backward();
+  out.loss.backward();
   const torch::Tensor grad_norm = ClipGradNorm(online_->parameters(), config_.gradient_clip_norm);
+  // Accumulates into the clipped gradient (a constant extra has no graph: nothing to add).
+  if (extra.defined() && extra.requires_grad()) extra.backward();
   optimizer_->step();
   ++updates_;
   if (updates_ % config_.target_update_period == 0) CopyWeights(*online_, *target_);

@@ -148,19 +148,20 @@ class DqnLearner {
     // the priorities keep their meaning whatever regulariser is attached.
     float loss = 0;
     torch::Tensor new_priorities;  // float32 [B] on the CPU: |td| + priority_epsilon
-    // Global L2 norm of the gradient of the minimized total (loss + extra_loss), before
-    // clipping.
+    // Global L2 norm of the TD loss's gradient, before clipping.
     double grad_norm = 0;
     // The extra loss's value in this update (before the step); 0 when none is set.
     float extra_loss = 0;
   };
 
-  // A term added to the TD loss before backward (a regulariser such as the EWC penalty):
-  // each Update minimizes loss + extra(online()), and clipping applies to the gradient of
-  // that sum. `extra` must return a scalar (0-d or one element) with gradient to the online
-  // network's parameters, or none (a constant, e.g. 0); it is called once per Update, on
-  // the training thread. An empty function removes it. Not part of Save/Load: the owner of
-  // the regulariser checkpoints its state and sets it again.
+  // A term added to the TD loss (a regulariser such as the EWC penalty): each Update
+  // minimizes loss + extra(online()). Clipping (gradient_clip_norm) applies to the TD loss's
+  // gradient alone; the extra loss's gradient is added after it, so that a strong
+  // regulariser neither is clipped nor scales the task's gradient down. `extra` must return a
+  // scalar (0-d or one element) with gradient to the online network's parameters, or none (a
+  // constant, e.g. 0); it is called once per Update, on the training thread. An empty function
+  // removes it. Not part of Save/Load: the owner of the regulariser checkpoints its state and sets
+  // it again.
   using ExtraLoss = std::function<torch::Tensor(const QNetwork& online)>;
   void SetExtraLoss(ExtraLoss extra) { extra_loss_ = std::move(extra); }
 

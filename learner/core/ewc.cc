@@ -127,40 +127,31 @@ NamedTensorList DiagonalFisher(torch::nn::Module& module, int64_t num_samples,
 NamedTensorList DqnFisher(DqnLearner& learner, const std::vector<DqnBatch>& batches) {
   TORCH_CHECK(!batches.empty(), "DqnFisher: no batches");
   const torch::Device device = learner.device();
-  const DqnConfig& config = learner.config();
-  struct Prepared {
-    torch::Tensor observations, actions, targets;
+  const int64_t num_actions = learner.config().network.num_actions;
+  std::vector<torch::Tensor> observations;
+  struct Sample {
+    size_t batch;
+    int64_t row;
+    int64_t action;
   };
-  std::vector<Prepared> prepared;
-  std::vector<std::pair<size_t, int64_t>> samples;  // (batch, row) of each transition
+  std::vector<Sample> samples;
   for (size_t b = 0; b < batches.size(); ++b) {
-    const DqnBatch& batch = batches[b];
-    const std::string invalid = learner.ValidateBatch(batch);
+    const std::string invalid = learner.ValidateBatch(batches[b]);
     TORCH_CHECK(invalid.empty(), "DqnFisher: batch ", b, ": ", invalid);
-    Prepared p;
-    p.observations = batch.observations.to(device);
-    p.actions = batch.actions.to(device);
-    {
-      torch::NoGradGuard no_grad;
-      const torch::Tensor next = batch.next_observations.to(device);
-      const torch::Tensor target_next_q = learner.target().forward(next);
-      const torch::Tensor online_next_q =
-          config.double_q ? learner.online().forward(next) : torch::Tensor();
-      p.targets = DqnTargets(online_next_q, target_next_q, batch.rewards.to(device),
-                             batch.discounts.to(device), config.double_q);
+    observations.push_back(batches[b].observations.to(device));
+    for (int64_t row = 0; row < observations.back().size(0); ++row) {
+      for (int64_t a = 0; a < num_actions; ++a) samples.push_back({b, row, a});
     }
-    for (int64_t row = 0; row < p.observations.size(0); ++row) samples.emplace_back(b, row);
-    prepared.push_back(std::move(p));
   }
   QNetwork& online = learner.online();
-  const double delta = config.huber_delta;
+  // DiagonalFisher averages over (transition, action) pairs; scaling each Q by sqrt(A) turns
+  // that into the sum over actions, averaged over transitions.
+  const double scale = std::sqrt(static_cast<double>(num_actions));
   return DiagonalFisher(
       online, static_cast<int64_t>(samples.size()), [&](int64_t i) -> torch::Tensor {
-        const auto [b, row] = samples[i];
-        const Prepared& p = prepared[b];
-        const torch::Tensor q = online.forward(p.observations.narrow(0, row, 1));  // [1, A]
-        const torch::Tensor q_taken = q.gather(1, p.actions.narrow(0, row, 1).unsqueeze(1));
-        return HuberLoss(p.targets.narrow(0, row, 1).unsqueeze(1) - q_taken, delta).reshape({});
+        const Sample& s = samples[i];
+        const torch::Tensor q = online.forward(observations[s.batch].narrow(0, s.row, 1));
+        return q[0][s.action] * scale;
       });
 }
 

@@ -75,12 +75,24 @@ struct EwcOptions {
 NamedTensorList DiagonalFisher(torch::nn::Module& module, int64_t num_samples,
                                const std::function<torch::Tensor(int64_t)>& sample_loss);
 
-// The Fisher of a finished DQN task: DiagonalFisher of the learner's online network over
-// every transition of `batches` (M >= 1 minibatches of the task's replay, each passing
-// learner.ValidateBatch; any device), with per-transition loss huber(y - Q_online(s, a))
-// (the learner's huber_delta; y its double-Q or vanilla target from its target network,
-// computed once per batch without gradient; importance weights ignored). Each transition
-// weighs alike. Changes neither network, nor any .grad, nor the update counter.
+// The Fisher of a finished DQN task: the diagonal Fisher information of the online
+// Q-network read as a Gaussian model of the action values (Q_online(s, .) the means, unit
+// variance), over the states of `batches` (M >= 1 minibatches of the task's replay, each
+// passing learner.ValidateBatch; any device):
+//
+//   F_i = mean over transitions of sum over actions a of (d Q_online(s, a) / d theta_i)^2
+//
+// (DiagonalFisher over every (transition, action) pair with per-sample "loss"
+// sqrt(A) * Q_online(s, a): one single-state forward and backward pass per pair). Only the
+// observations are read; each transition weighs alike. Changes neither network, nor any
+// .grad, nor the update counter.
+//
+// Why not the empirical Fisher of the TD loss (squared per-transition gradients of
+// huber(y - Q))? Its size follows the TD errors, which are small exactly where the task
+// was learned well and large on the transitions prioritized replay samples most, so it
+// protects the wrong weights; measured on CartPole -> permuted CartPole, lambda = 400 with
+// it kept nothing of task A. The Q-value Fisher measures how much each weight moves the
+// values every action is ranked by, which is what the greedy policy of the old task needs.
 NamedTensorList DqnFisher(DqnLearner& learner, const std::vector<DqnBatch>& batches);
 
 // The consolidated (anchor, Fisher) terms and the penalty they define.

@@ -19,15 +19,16 @@ EnvSpec CartPoleSpec(int max_episode_steps) {
 
 }  // namespace
 
-CartPole::CartPole(int max_episode_steps, int signed_permutation_seed)
-    : Env(CartPoleSpec(max_episode_steps)) {
+CartPole::CartPole(int max_episode_steps, int signed_permutation_seed, float observation_offset)
+    : Env(CartPoleSpec(max_episode_steps)), offset_(observation_offset) {
   if (signed_permutation_seed != 0) transform_ = SignedPermutation(signed_permutation_seed);
 }
 
 CartPole::Transform CartPole::SignedPermutation(int seed) {
   Transform t;
   std::mt19937_64 rng(static_cast<uint64_t>(seed));
-  for (int i = 3; i >= 1; --i) std::swap(t.source[i], t.source[rng() % static_cast<uint64_t>(i + 1)]);
+  for (int i = 3; i >= 1; --i)
+    std::swap(t.source[i], t.source[rng() % static_cast<uint64_t>(i + 1)]);
   for (float& sign : t.sign) sign = (rng() & 1) != 0 ? -1.0f : 1.0f;
   const Transform identity;
   if (t.source == identity.source && t.sign == identity.sign) t.sign = {-1, -1, -1, -1};
@@ -68,7 +69,7 @@ Env::Outcome CartPole::DoStep(int action) {
 void CartPole::WriteObservation(uint8_t* dst) const {
   float obs[4];
   for (int i = 0; i < 4; ++i) {
-    obs[i] = transform_.sign[i] * static_cast<float>(state_[transform_.source[i]]);
+    obs[i] = transform_.sign[i] * static_cast<float>(state_[transform_.source[i]]) + offset_;
   }
   std::memcpy(dst, obs, sizeof(obs));
 }

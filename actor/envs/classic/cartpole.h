@@ -31,11 +31,14 @@ class CartPole : public Env {
   static constexpr double kXLimit = 2.4;
   static constexpr int kDefaultMaxSteps = 500;
 
-  // `max_episode_steps` > 0 (default 500). `signed_permutation_seed` != 0: not the classic
-  // task, the observation's four variables are permuted and sign-flipped by
-  // SignedPermutation(seed) (a second task with the same dynamics and different inputs, for
-  // continual learning); 0 = the classic observation.
-  explicit CartPole(int max_episode_steps = kDefaultMaxSteps, int signed_permutation_seed = 0);
+  // `max_episode_steps` > 0 (default 500). Two changes that make other tasks with the same
+  // dynamics (continual learning), both off by default: `signed_permutation_seed` != 0
+  // permutes and sign-flips the observation's four variables by SignedPermutation(seed);
+  // `observation_offset` is then added to each of them (finite), which moves the task's
+  // observations away from the classic task's (about [-2.4, 2.4] x [-3, 3] x [-0.21, 0.21] x
+  // [-3.5, 3.5]) so that one network can tell the two apart.
+  explicit CartPole(int max_episode_steps = kDefaultMaxSteps, int signed_permutation_seed = 0,
+                    float observation_offset = 0);
 
   // Observation slot i shows sign[i] * state[source[i]]. Drawn from `seed` (> 0) with
   // std::mt19937_64 (Fisher-Yates over the sources, then one sign bit each), so the same on
@@ -63,6 +66,7 @@ class CartPole : public Env {
   std::array<double, 4> state_{};
   bool done_ = false;
   Transform transform_;  // the identity for the classic task
+  float offset_ = 0;
 };
 
 }  // namespace engram::envs::classic

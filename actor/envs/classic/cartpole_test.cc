@@ -94,9 +94,10 @@ TEST(CartPoleTest, RandomPolicyEpisodesAreShort) {
 }
 
 TEST(CartPoleTest, SignedPermutationShowsTheSameStateRearranged) {
-  CartPole classic(500), permuted(500, 3);
+  CartPole classic(500), permuted(500, 3), shifted(500, 3, 5.0f);
   classic.Reset(11);
   permuted.Reset(11);
+  shifted.Reset(11);
   const CartPole::Transform t = CartPole::SignedPermutation(3);
   // A permutation of 0..3 with signs +-1, not the identity.
   std::array<int, 4> sorted = t.source;
@@ -109,8 +110,11 @@ TEST(CartPoleTest, SignedPermutationShowsTheSameStateRearranged) {
     const StepResult b = permuted.Step(step % 2);
     EXPECT_EQ(a.reward, b.reward);
     EXPECT_EQ(a.terminated, b.terminated);
-    const auto x = Obs(a), y = Obs(b);
-    for (int i = 0; i < 4; ++i) EXPECT_EQ(y[i], t.sign[i] * x[t.source[i]]) << "slot " << i;
+    const auto x = Obs(a), y = Obs(b), z = Obs(shifted.Step(step % 2));
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(y[i], t.sign[i] * x[t.source[i]]) << "slot " << i;
+      EXPECT_EQ(z[i], y[i] + 5.0f) << "slot " << i;
+    }
   }
   // Deterministic per seed; other seeds draw other transforms.
   const CartPole::Transform again = CartPole::SignedPermutation(3);
