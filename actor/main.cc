@@ -169,8 +169,9 @@ int Run(int argc, char** argv) {
       argc, argv,
       {.program = kProgram,
        .usage = absl::StrCat(
-           "An actor: steps environments with the experiment's policy (Ape-X: n-step "
-           "transitions; meta-RL: recurrent chunks; episodic control: the episodic store), "
+           "An actor: steps environments with the experiment's policy (Ape-X and EWC: n-step "
+           "transitions, switching task with the learner; meta-RL: recurrent chunks; episodic "
+           "control: the episodic store), "
            "streams experience to its replay shard, pulls weights from the learner.\nUsage: ",
            kProgram, " --learner_address=127.0.0.1:7800 [--role=evaluation]   (pool mode)\n       ",
            kProgram,

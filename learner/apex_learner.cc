@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -503,6 +504,14 @@ class ApexLearner::Impl {
         update_seconds_->Observe(absl::ToDoubleSeconds(absl::Now() - update_start));
       }
       if (updates_total_ != nullptr) updates_total_->Increment();
+      if (!std::isfinite(result.loss) || !std::isfinite(result.penalty)) {
+        // Training on from here would only spread NaN into every weight and checkpoint.
+        return Fail(absl::InternalError(absl::StrFormat(
+            "learner: the loss diverged at update %d (TD loss %g, EWC penalty %g); the last "
+            "checkpoint is intact: lower the learning rate%s",
+            learner_->updates(), result.loss, result.penalty,
+            options_.spec.has_ewc() ? " or ewc.lambda" : "")));
+      }
       if (loss_gauge_ != nullptr) loss_gauge_->Set(result.loss);
       if (penalty_gauge_ != nullptr) penalty_gauge_->Set(result.penalty);
       state_->SetUpdates(learner_->updates());

@@ -789,7 +789,7 @@ void ResolveAlgorithmAndReplay(v1::ExperimentSpec* spec, const std::optional<Env
       CheckTaskFamily(*meta, *spec, env, check);
       if (spec->has_task_sequence()) {
         problems->Add("task_sequence",
-                      "meta_rl learns one task family (meta_rl.task_family); task sequences run "
+                      "meta_rl learns one task family (meta_rl.task_family): task sequences run "
                       "with apex_dqn or ewc");
       }
       std::optional<v1::TableSpec> derived;

@@ -601,6 +601,24 @@ TEST(ResolveExperimentSpecTest, TasksWithFewerChannelsArePaddedToTheLargest) {
   EXPECT_EQ(&DqnAlgorithmConfig(resolved), &resolved.ewc().dqn());
 }
 
+TEST(ResolveExperimentSpecTest, OnlyDqnAlgorithmsRunTaskSequences) {
+  const std::string tasks = R"pb(
+    task_sequence {
+      tasks {
+        environment { name: "bandit/independent" }
+        frames: 10
+      }
+    }
+    actors { num_actors: 1 }
+  )pb";
+  EXPECT_THAT(Problems(tasks + "meta_rl {}"),
+              HasSubstr("task_sequence: meta_rl learns one task family (meta_rl.task_family): "
+                        "task sequences run with apex_dqn or ewc"));
+  EXPECT_THAT(Problems(tasks + "episodic_control {}"),
+              HasSubstr("task_sequence: task sequences run with apex_dqn or ewc"));
+  EXPECT_EQ(Problems(tasks + "apex_dqn {}"), "");
+}
+
 TEST(ResolveExperimentSpecTest, MetaRlChecksItsTableAndTaskFamily) {
   EXPECT_EQ(Problems(R"pb(
               environment { name: "bandit/independent" }

@@ -146,7 +146,8 @@ int Run(int argc, char** argv) {
               {.program = kProgram,
                .usage = absl::StrCat(
                    "The learner: takes experiments (over RPC, or one from --experiment), trains "
-                   "them (Ape-X DQN, meta-RL) from the replay shards or keeps an episodic control "
+                   "them (Ape-X DQN, EWC over task sequences, meta-RL) from the replay shards or "
+                   "keeps an episodic control "
                    "run's books, publishes weights to the actors, checkpoints and resumes.\n"
                    "Usage: ",
                    kProgram,

@@ -51,7 +51,7 @@ TEST(EpisodicControlTest, BeatsRandomOnBreakoutWithinThirtyThousandFrames) {
   std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
   ASSERT_GE(lines.size(), 2u) << csv;
   std::vector<std::string> fields = absl::StrSplit(lines.back(), ',');
-  ASSERT_EQ(fields.size(), 8u) << lines.back();
+  ASSERT_EQ(fields.size(), 10u) << lines.back();  // ..., task, task_name
   int64_t frames = 0;
   double mean = 0;
   ASSERT_TRUE(absl::SimpleAtoi(fields[2], &frames));

@@ -7,9 +7,10 @@
 #   alone     task B only, the same frames: what B's budget gives it without A.
 # Evaluations cover every task seen so far; from their rows (evaluations.csv, one per task)
 # the script reports, per variant: A's return at the switch (mean of the last 3 evaluations
-# up to the one at the switch), A's return at the end (mean of the last 3), their ratio, B's
+# before the switch), A's return at the end (mean of the last 3), their ratio, B's
 # return at the end and B's ratio to alone; a table on stdout, ewc_bench.md and
-# ewc_bench.json in OUT_DIR, and every run's evaluations.csv (forgetting curves).
+# ewc_bench.json in OUT_DIR, and every run's evaluations.csv (forgetting curves). The table
+# covers every variant whose results are in OUT_DIR, so variants can be run (or rerun) apart.
 #   bench/ewc/ewc_bench.sh [OUT_DIR] [SPEC] [VARIANT...]
 # Default: /tmp/engram-ewc, deploy/experiments/cartpole_ewc.textproto, all four variants. The
 # spec marks its task A with "# task A begin" / "# task A end" lines (removed for alone).
@@ -65,8 +66,10 @@ summarize() {
       a_switch = "-"; a_end = "-"; b_end = "-"
       last_task = (sw > 0) ? 1 : 0
       if (sw > 0) {
+        # Before the switch only: the evaluation asked for at the switch may start late (the
+        # evaluation actor finishes the one before first), with weights already trained on B.
         s = 0; c = 0
-        for (i = sw; i >= 1 && c < 3; i--) if (has[order[i], 0]) { s += value[order[i], 0]; c++ }
+        for (i = sw - 1; i >= 1 && c < 3; i--) if (has[order[i], 0]) { s += value[order[i], 0]; c++ }
         a_switch = s / c
         s = 0; c = 0
         for (i = n; i >= 1 && c < 3; i--) if (has[order[i], 0]) { s += value[order[i], 0]; c++ }
@@ -80,7 +83,11 @@ summarize() {
 }
 
 : > "$out/summary.tsv"
-for v in "${variants[@]}"; do summarize "$v" "$out/${v}_evaluations.csv" >> "$out/summary.tsv"; done
+# Every variant with results in OUT_DIR (earlier invocations' too), in the usual order.
+for v in finetune ewc online alone; do
+  [ -f "$out/${v}_evaluations.csv" ] || continue
+  summarize "$v" "$out/${v}_evaluations.csv" >> "$out/summary.tsv"
+done
 awk -F'\t' -v spec="$spec" -v json="$out/ewc_bench.json" -v md="$out/ewc_bench.md" '
   { v[NR] = $1; a0[NR] = $2; a1[NR] = $3; b[NR] = $4; if ($1 == "alone") alone = $4 }
   END {

@@ -311,9 +311,28 @@ DqnLearner::UpdateResult DqnLearner::Update(const DqnBatch& batch) {
   }
   optimizer_->zero_grad();
   out.loss.backward();
-  const torch::Tensor grad_norm = ClipGradNorm(online_->parameters(), config_.gradient_clip_norm);
-  // Accumulates into the clipped gradient (a constant extra has no graph: nothing to add).
-  if (extra.defined() && extra.requires_grad()) extra.backward();
+  const std::vector<torch::Tensor> parameters = online_->parameters();
+  const torch::Tensor grad_norm = ClipGradNorm(parameters, config_.gradient_clip_norm);
+  if (extra.defined() && extra.requires_grad()) {
+    // The extra loss's gradient, clipped on its own, is added to the TD loss's clipped one
+    // (a constant extra has no graph: nothing to add).
+    std::vector<torch::Tensor> td_grads;
+    for (const torch::Tensor& p : parameters) {
+      td_grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    }
+    optimizer_->zero_grad();
+    extra.backward();
+    ClipGradNorm(parameters, config_.gradient_clip_norm);
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < parameters.size(); ++i) {
+      torch::Tensor p = parameters[i];
+      if (p.grad().defined()) {
+        p.mutable_grad().add_(td_grads[i]);
+      } else {
+        p.mutable_grad() = td_grads[i];
+      }
+    }
+  }
   optimizer_->step();
   ++updates_;
   if (updates_ % config_.target_update_period == 0) CopyWeights(*online_, *target_);

@@ -155,9 +155,10 @@ class DqnLearner {
   };
 
   // A term added to the TD loss (a regulariser such as the EWC penalty): each Update
-  // minimizes loss + extra(online()). Clipping (gradient_clip_norm) applies to the TD loss's
-  // gradient alone; the extra loss's gradient is added after it, so that a strong
-  // regulariser neither is clipped nor scales the task's gradient down. `extra` must return a
+  // minimizes loss + extra(online()). The two gradients are clipped (gradient_clip_norm)
+  // separately and then summed, so that a strong regulariser neither scales the task's
+  // gradient down nor takes unbounded steps (a stiff quadratic penalty under centered
+  // RMSProp diverged to NaN without the clip on MinAtar). `extra` must return a
   // scalar (0-d or one element) with gradient to the online network's parameters, or none (a
   // constant, e.g. 0); it is called once per Update, on the training thread. An empty function
   // removes it. Not part of Save/Load: the owner of the regulariser checkpoints its state and sets
