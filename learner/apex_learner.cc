@@ -628,10 +628,7 @@ class ApexLearner::Impl {
     if (new_table) pending_drop_ = PendingDrop{old_table.name(), absl::Now() + absl::Seconds(15)};
     ENGRAM_RETURN_IF_ERROR(MakeSampler());
     StartThreads();
-    if (!options_.spec.checkpoint().directory().empty()) {
-      ENGRAM_RETURN_IF_ERROR(WriteCheckpoint());
-    }
-    return absl::OkStatus();
+    return WriteCheckpoint();  // OK without checkpointing
   }
 
   absl::StatusOr<std::unique_ptr<Trainer>> MakeTrainer() {

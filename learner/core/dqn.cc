@@ -10,6 +10,7 @@
 
 #include "common/check.h"
 #include "learner/core/module_io.h"
+#include "torch/autograd.h"
 #include "torch/cuda.h"
 #include "torch/optim/adam.h"
 #include "torch/optim/rmsprop.h"
@@ -137,11 +138,11 @@ DqnLossOutput DqnLoss(const torch::Tensor& q, const torch::Tensor& actions,
   return out;
 }
 
-torch::Tensor ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm) {
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : parameters) {
-    if (p.grad().defined()) grads.push_back(p.grad());
-  }
+namespace {
+
+// Scales `grads` in place so that their global L2 norm is at most max_norm (> 0; none
+// otherwise); returns the norm before scaling, a 0-d tensor on their device.
+torch::Tensor ClipNorm(std::vector<torch::Tensor>& grads, double max_norm) {
   if (grads.empty()) return torch::zeros({});
   std::vector<torch::Tensor> norms;
   norms.reserve(grads.size());
@@ -155,6 +156,16 @@ torch::Tensor ClipGradNorm(const std::vector<torch::Tensor>& parameters, double 
     for (auto& g : grads) g.mul_(scale);
   }
   return total;
+}
+
+}  // namespace
+
+torch::Tensor ClipGradNorm(const std::vector<torch::Tensor>& parameters, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : parameters) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  return ClipNorm(grads, max_norm);
 }
 
 std::string ParseDevice(std::string_view spec, torch::Device* device) {
@@ -315,21 +326,25 @@ DqnLearner::UpdateResult DqnLearner::Update(const DqnBatch& batch) {
   const torch::Tensor grad_norm = ClipGradNorm(parameters, config_.gradient_clip_norm);
   if (extra.defined() && extra.requires_grad()) {
     // The extra loss's gradient, clipped on its own, is added to the TD loss's clipped one
-    // (a constant extra has no graph: nothing to add).
-    std::vector<torch::Tensor> td_grads;
-    for (const torch::Tensor& p : parameters) {
-      td_grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    // (a constant extra has no graph: nothing to add). autograd::grad leaves .grad alone.
+    std::vector<torch::Tensor> extra_grads =
+        torch::autograd::grad({extra}, parameters, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                              /*create_graph=*/false, /*allow_unused=*/true);
+    std::vector<torch::Tensor> used;
+    std::vector<size_t> owners;
+    for (size_t i = 0; i < extra_grads.size(); ++i) {
+      if (!extra_grads[i].defined()) continue;
+      used.push_back(extra_grads[i]);
+      owners.push_back(i);
     }
-    optimizer_->zero_grad();
-    extra.backward();
-    ClipGradNorm(parameters, config_.gradient_clip_norm);
+    ClipNorm(used, config_.gradient_clip_norm);
     torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < parameters.size(); ++i) {
-      torch::Tensor p = parameters[i];
+    for (size_t k = 0; k < used.size(); ++k) {
+      torch::Tensor p = parameters[owners[k]];
       if (p.grad().defined()) {
-        p.mutable_grad().add_(td_grads[i]);
+        p.mutable_grad().add_(used[k]);
       } else {
-        p.mutable_grad() = td_grads[i];
+        p.mutable_grad() = used[k];
       }
     }
   }
