@@ -55,7 +55,10 @@ class HnswIndex final : public KnnIndex {
         options_(options),
         space_(dim),
         hnsw_(&space_, static_cast<size_t>(capacity), options.m, options.ef_construction),
-        keys_(static_cast<size_t>(capacity) * dim) {}
+        keys_(static_cast<size_t>(capacity) * dim) {
+    // searchKnn uses max(ef, k): set once, so that concurrent searches only read it.
+    hnsw_.setEf(static_cast<size_t>(options.ef_search));
+  }
 
   void Set(int64_t slot, const float* key) override {
     std::memcpy(keys_.data() + slot * dim_, key, dim_ * sizeof(float));
@@ -71,9 +74,6 @@ class HnswIndex final : public KnnIndex {
     std::fill(distances, distances + n * k, kInf);
     std::fill(labels, labels + n * k, -1);
     if (size_ == 0) return;
-    // searchKnn reads ef_ without locking; the owner serializes calls.
-    const_cast<hnswlib::HierarchicalNSW<float>&>(hnsw_).setEf(
-        std::max<size_t>(options_.ef_search, static_cast<size_t>(k)));
     for (int64_t q = 0; q < n; ++q) {
       auto found = hnsw_.searchKnn(queries + q * dim_, static_cast<size_t>(k));
       // A max-heap: the farthest first.

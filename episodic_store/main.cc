@@ -36,11 +36,22 @@ ABSL_FLAG(std::string, restore_from, "",
           "Restore this snapshot directory at start (instead of the newest in --snapshot_dir).");
 ABSL_FLAG(int64_t, max_batch, 16384, "Most writes or queries per request, >= 1.");
 ABSL_FLAG(int64_t, max_memory_bytes, int64_t{8} << 30,
-          "Bytes of keys all memories may hold together (capacity x actions x key_dim x 4).");
-ABSL_FLAG(int32_t, hnsw_m, 32, "Approximate index: HNSW graph degree, >= 2.");
-ABSL_FLAG(int32_t, hnsw_ef_construction, 100, "Approximate index: candidates while inserting.");
+          "Bytes of keys all memories may hold together (capacity x actions x key_dim x 4, "
+          "twice that for approximate memories).");
+ABSL_FLAG(std::string, approximate_index, "ivf",
+          "Index of INDEX_KIND_APPROXIMATE memories: ivf (inverted file, k-means lists) or "
+          "hnsw (graph).");
+ABSL_FLAG(
+    int32_t, ivf_list_size, 256,
+    "IVF: keys per list (at each training, lists = keys expected by the next / list_size), >= 1.");
+ABSL_FLAG(int32_t, ivf_nprobe, 8, "IVF: lists scanned per query, >= 1.");
+ABSL_FLAG(int64_t, ivf_train_at, 4096,
+          "IVF: keys an action holds before its first k-means training (exact scan until "
+          "then), >= 2.");
+ABSL_FLAG(int32_t, hnsw_m, 32, "HNSW: graph degree, >= 2.");
+ABSL_FLAG(int32_t, hnsw_ef_construction, 100, "HNSW: candidates while inserting.");
 ABSL_FLAG(int32_t, hnsw_ef_search, 256,
-          "Approximate index: candidates while searching (raised to k when smaller).");
+          "HNSW: candidates while searching (raised to k when smaller).");
 ABSL_FLAG(int32_t, threads, 1,
           "Threads FAISS's exact search may use per call (OpenMP), >= 1; gRPC calls already run "
           "in parallel.");
@@ -77,12 +88,26 @@ int Run(int argc, char** argv) {
   if (snapshot_every > absl::ZeroDuration() && options.snapshot_dir.empty()) {
     Exit(2, "--snapshot_every: needs --snapshot_dir");
   }
-  options.hnsw.m = absl::GetFlag(FLAGS_hnsw_m);
-  options.hnsw.ef_construction = absl::GetFlag(FLAGS_hnsw_ef_construction);
-  options.hnsw.ef_search = absl::GetFlag(FLAGS_hnsw_ef_search);
-  if (options.hnsw.m < 2) Exit(2, "--hnsw_m: must be >= 2");
-  if (options.hnsw.ef_construction < 1) Exit(2, "--hnsw_ef_construction: must be >= 1");
-  if (options.hnsw.ef_search < 1) Exit(2, "--hnsw_ef_search: must be >= 1");
+  const std::string approximate = absl::GetFlag(FLAGS_approximate_index);
+  if (approximate == "hnsw") {
+    options.index.approximate = IndexOptions::Approximate::kHnsw;
+  } else if (approximate != "ivf") {
+    Exit(2, absl::StrCat("--approximate_index: must be ivf or hnsw, got \"", approximate, "\""));
+  }
+  IvfOptions& ivf = options.index.ivf;
+  ivf.list_size = absl::GetFlag(FLAGS_ivf_list_size);
+  ivf.nprobe = absl::GetFlag(FLAGS_ivf_nprobe);
+  ivf.train_at = absl::GetFlag(FLAGS_ivf_train_at);
+  if (ivf.list_size < 1) Exit(2, "--ivf_list_size: must be >= 1");
+  if (ivf.nprobe < 1) Exit(2, "--ivf_nprobe: must be >= 1");
+  if (ivf.train_at < 2) Exit(2, "--ivf_train_at: must be >= 2");
+  HnswOptions& hnsw = options.index.hnsw;
+  hnsw.m = absl::GetFlag(FLAGS_hnsw_m);
+  hnsw.ef_construction = absl::GetFlag(FLAGS_hnsw_ef_construction);
+  hnsw.ef_search = absl::GetFlag(FLAGS_hnsw_ef_search);
+  if (hnsw.m < 2) Exit(2, "--hnsw_m: must be >= 2");
+  if (hnsw.ef_construction < 1) Exit(2, "--hnsw_ef_construction: must be >= 1");
+  if (hnsw.ef_search < 1) Exit(2, "--hnsw_ef_search: must be >= 1");
   const int threads = absl::GetFlag(FLAGS_threads);
   if (threads < 1) Exit(2, "--threads: must be >= 1");
   omp_set_num_threads(threads);

@@ -117,17 +117,17 @@ absl::Status ValidateMemorySpec(const v1::MemorySpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<Memory>> Memory::Create(const v1::MemorySpec& spec,
-                                                       const HnswOptions& hnsw) {
+                                                       const IndexOptions& index_options) {
   if (absl::Status valid = ValidateMemorySpec(spec); !valid.ok()) return valid;
   try {
-    return std::unique_ptr<Memory>(new Memory(spec, hnsw));
+    return std::unique_ptr<Memory>(new Memory(spec, index_options));
   } catch (const std::exception& e) {  // std::bad_alloc, hnswlib's "Not enough memory"
     return absl::ResourceExhaustedError(
         absl::StrCat("spec.capacity_per_action: cannot allocate the memory: ", e.what()));
   }
 }
 
-Memory::Memory(v1::MemorySpec spec, const HnswOptions& hnsw)
+Memory::Memory(v1::MemorySpec spec, const IndexOptions& index_options)
     : spec_(std::move(spec)),
       dim_(spec_.key_dim()),
       nec_alpha_(spec_.has_nec_alpha() ? spec_.nec_alpha() : 0.1),
@@ -135,9 +135,14 @@ Memory::Memory(v1::MemorySpec spec, const HnswOptions& hnsw)
       exact_match_distance_(spec_.has_exact_match_distance() ? spec_.exact_match_distance() : 0) {
   actions_.resize(spec_.num_actions());
   for (Action& action : actions_) {
-    action.index = spec_.index() == v1::INDEX_KIND_EXACT
-                       ? MakeFlatIndex(dim_, spec_.capacity_per_action())
-                       : MakeHnswIndex(dim_, spec_.capacity_per_action(), hnsw);
+    const int64_t capacity = spec_.capacity_per_action();
+    if (spec_.index() == v1::INDEX_KIND_EXACT) {
+      action.index = MakeFlatIndex(dim_, capacity);
+    } else if (index_options.approximate == IndexOptions::Approximate::kHnsw) {
+      action.index = MakeHnswIndex(dim_, capacity, index_options.hnsw);
+    } else {
+      action.index = MakeIvfIndex(dim_, capacity, index_options.ivf);
+    }
   }
 }
 
@@ -225,9 +230,11 @@ absl::StatusOr<WriteResult> Memory::Write(const float* keys, int64_t n, const in
   }
   WriteResult result;
   absl::MutexLock lock(&mu_);
+  absl::MutexLock recency_lock(&recency_mu_);
   for (int64_t i = 0; i < n; ++i) {
     WriteOneLocked(actions_[actions[i]], keys + i * dim_, values[i], &result);
   }
+  for (Action& action : actions_) action.index->Flush();
   writes_total_ += n;
   return result;
 }
@@ -293,11 +300,14 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
   }
   std::vector<float> block, distances;
   std::vector<int64_t> labels;
-  absl::MutexLock lock(&mu_);
+  // Searches share the lock (concurrent Lookups run in parallel); the neighbours' recency is
+  // updated afterwards under recency_mu_ (writes are excluded throughout).
+  std::vector<std::pair<int, int64_t>> used;  // (action, slot)
+  absl::ReaderMutexLock lock(&mu_);
   for (int a = 0; a < spec_.num_actions(); ++a) {
     const std::vector<int64_t>& qs = rows[a];
     if (qs.empty()) continue;
-    Action& action = actions_[a];
+    const Action& action = actions_[a];
     const float* batch = queries;
     if (!actions.empty()) {  // gather this action's queries
       block.resize(qs.size() * dim_);
@@ -330,7 +340,7 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
             spec_.kernel() == v1::KERNEL_INVERSE_DISTANCE ? 1.0 / (d + kernel_delta_) : 1.0;
         weighted += w * v;
         weights += w;
-        TouchLocked(action, label);
+        used.emplace_back(a, label);
         ++count;
       }
       result.counts[cell] = count;
@@ -348,6 +358,8 @@ absl::StatusOr<LookupResult> Memory::Lookup(const float* queries, int64_t n,
       }
     }
   }
+  absl::MutexLock recency_lock(&recency_mu_);
+  for (const auto& [a, slot] : used) TouchLocked(actions_[a], slot);
   lookups_total_ += n;
   return result;
 }
@@ -356,6 +368,7 @@ v1::MemoryInfo Memory::Info() const {
   v1::MemoryInfo info;
   *info.mutable_spec() = spec_;
   absl::MutexLock lock(&mu_);
+  absl::MutexLock recency_lock(&recency_mu_);
   for (const Action& action : actions_) info.add_sizes(action.index->size());
   info.set_writes_total(writes_total_);
   info.set_inserts_total(inserts_total_);
@@ -370,6 +383,7 @@ absl::Status Memory::Save(std::ostream& out) const {
   Put<uint64_t>(out, spec.size());
   out.write(spec.data(), static_cast<std::streamsize>(spec.size()));
   absl::MutexLock lock(&mu_);
+  absl::MutexLock recency_lock(&recency_mu_);
   for (int64_t counter : {writes_total_, inserts_total_, evictions_total_, lookups_total_}) {
     Put<int64_t>(out, counter);
   }
@@ -391,7 +405,8 @@ absl::Status Memory::Save(std::ostream& out) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Memory>> Memory::Load(std::istream& in, const HnswOptions& hnsw) {
+absl::StatusOr<std::unique_ptr<Memory>> Memory::Load(std::istream& in,
+                                                     const IndexOptions& index_options) {
   char magic[sizeof(kMagic)];
   uint64_t spec_size = 0;
   if (!in.read(magic, sizeof(magic)) || std::memcmp(magic, kMagic, sizeof(kMagic)) != 0 ||
@@ -404,13 +419,14 @@ absl::StatusOr<std::unique_ptr<Memory>> Memory::Load(std::istream& in, const Hns
       !spec.ParseFromString(spec_bytes)) {
     return absl::DataLossError("episodic memory snapshot: unreadable spec");
   }
-  absl::StatusOr<std::unique_ptr<Memory>> memory = Create(spec, hnsw);
+  absl::StatusOr<std::unique_ptr<Memory>> memory = Create(spec, index_options);
   if (!memory.ok()) {
     return absl::DataLossError(
         absl::StrCat("episodic memory snapshot: bad spec: ", memory.status().message()));
   }
   Memory& m = **memory;
   absl::MutexLock lock(&m.mu_);
+  absl::MutexLock recency_lock(&m.recency_mu_);
   for (int64_t* counter :
        {&m.writes_total_, &m.inserts_total_, &m.evictions_total_, &m.lookups_total_}) {
     if (!Get(in, counter)) return absl::DataLossError("episodic memory snapshot: truncated");
@@ -435,6 +451,7 @@ absl::StatusOr<std::unique_ptr<Memory>> Memory::Load(std::istream& in, const Hns
         action.by_hash[KeyHash(keys.data() + slot * m.dim_, m.dim_)] = slot;
       }
     }
+    action.index->Flush();
     for (int64_t slot : order) {
       if (slot < 0 || slot >= size || seen[slot]) {
         return absl::DataLossError(

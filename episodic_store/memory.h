@@ -11,8 +11,9 @@
 // distances, values and the kernel's value estimate (MFEC's exact match returns the stored
 // value). Both validate everything first and change nothing on bad input.
 //
-// Thread-safe: one mutex per memory; Lookup also updates recency, so calls are serialized
-// per memory (different memories proceed in parallel).
+// Thread-safe: one reader-writer mutex per memory. Lookups search under the shared lock
+// (in parallel with each other; a second mutex serializes only their recency updates);
+// writes hold it exclusively.
 
 #include <cstdint>
 #include <istream>
@@ -55,10 +56,11 @@ struct WriteResult {
 
 class Memory {
  public:
-  // INVALID_ARGUMENT for a bad spec. Allocates the indices (capacity is reserved lazily
-  // for exact indices and up front for approximate ones).
+  // INVALID_ARGUMENT for a bad spec. Allocates the indices (capacity is reserved as keys
+  // arrive, except by HNSW, which allocates its graph up front). index_options picks and
+  // tunes the approximate index.
   static absl::StatusOr<std::unique_ptr<Memory>> Create(const v1::MemorySpec& spec,
-                                                        const HnswOptions& hnsw = {});
+                                                        const IndexOptions& index_options = {});
 
   // keys: n * key_dim floats; actions, values: n each. All-or-nothing: INVALID_ARGUMENT
   // (naming `actions[i]` or `values[i]`, or a non-finite key as `keys[i]`) stores nothing.
@@ -79,7 +81,7 @@ class Memory {
   absl::Status Save(std::ostream& out) const ABSL_LOCKS_EXCLUDED(mu_);
   // A memory as saved (the spec comes from the snapshot); DATA_LOSS for a damaged stream.
   static absl::StatusOr<std::unique_ptr<Memory>> Load(std::istream& in,
-                                                      const HnswOptions& hnsw = {});
+                                                      const IndexOptions& index_options = {});
 
  private:
   struct Action {
@@ -92,15 +94,15 @@ class Memory {
     absl::flat_hash_map<uint64_t, int64_t> by_hash;
   };
 
-  Memory(v1::MemorySpec spec, const HnswOptions& hnsw);
+  Memory(v1::MemorySpec spec, const IndexOptions& index_options);
   int64_t FindExactLocked(const Action& action, const float* key, uint64_t hash) const
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void TouchLocked(Action& action, int64_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void UnlinkLocked(Action& action, int64_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void TouchLocked(Action& action, int64_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(recency_mu_);
+  void UnlinkLocked(Action& action, int64_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(recency_mu_);
   // Stores (key, value) in the action: update rule on an existing key, else insert (with
   // eviction when full).
   void WriteOneLocked(Action& action, const float* key, float value, WriteResult* result)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_, recency_mu_);
 
   const v1::MemorySpec spec_;
   const int dim_;
@@ -108,11 +110,14 @@ class Memory {
   const double kernel_delta_;
   const double exact_match_distance_;
   mutable absl::Mutex mu_;
+  // The recency lists (Action::prev/next/head/tail) and lookups_total_: Lookups update them
+  // while sharing mu_; everything else holds mu_ exclusively as well.
+  mutable absl::Mutex recency_mu_ ABSL_ACQUIRED_AFTER(mu_);
   std::vector<Action> actions_ ABSL_GUARDED_BY(mu_);
   int64_t writes_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t inserts_total_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t evictions_total_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t lookups_total_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t lookups_total_ ABSL_GUARDED_BY(recency_mu_) = 0;
 };
 
 }  // namespace engram::episodic

@@ -1,11 +1,15 @@
 #include "episodic_store/memory.h"
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <set>
 #include <sstream>
+#include <string>
+#include <thread>
 
 #include "absl/random/random.h"
+#include "bench/episodic/projected_keys.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -214,38 +218,108 @@ TEST(MemoryTest, SnapshotRoundTripKeepsKeysValuesAndRecency) {
   EXPECT_TRUE(absl::IsDataLoss(Memory::Load(garbage).status()));
 }
 
-// Keys as the episodic control agent makes them: a fixed Gaussian random projection of
-// sparse binary observations (MinAtar-like: 400 cells, ~5% set) to kDim dimensions.
-std::vector<float> ProjectedKeys(int n, int dim, absl::BitGen& gen,
-                                 const std::vector<float>& projection) {
-  std::vector<float> keys(static_cast<size_t>(n) * dim, 0);
-  for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < 400; ++j) {
-      if (!absl::Bernoulli(gen, 0.05)) continue;
-      for (int d = 0; d < dim; ++d) keys[i * dim + d] += projection[j * dim + d];
+// Lookups share the memory's lock and writes (with eviction and IVF retraining) exclude
+// them: under a writer and two lookup threads, every answer is well-formed, and afterwards
+// every key written last is found (at distance 0 up to rounding) with its value.
+TEST(MemoryTest, ConcurrentLookupsAndWritesKeepTheMemoryConsistent) {
+  constexpr int kDim = 16, kCapacity = 3000;
+  v1::MemorySpec spec = Spec(v1::INDEX_KIND_APPROXIMATE, kDim, kCapacity);
+  IndexOptions options;
+  options.ivf.train_at = 500;
+  options.ivf.list_size = 32;
+  options.ivf.nprobe = 1 << 20;  // every list: the answers must be exact
+  absl::StatusOr<std::unique_ptr<Memory>> created = Memory::Create(spec, options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Memory& memory = **created;
+  std::atomic<bool> done{false};
+  std::atomic<int> bad_answers{0};
+  auto lookups = [&](uint32_t seed) {
+    absl::BitGen gen(std::seed_seq{seed});
+    std::vector<float> queries(8 * kDim);
+    while (!done) {
+      for (float& x : queries) x = absl::Gaussian<float>(gen);
+      absl::StatusOr<LookupResult> result = memory.Lookup(queries.data(), 8, {}, 5, false);
+      if (!result.ok()) {
+        ++bad_answers;
+        continue;
+      }
+      for (size_t c = 0; c < result->counts.size(); ++c) {
+        for (int j = 1; j < result->counts[c]; ++j) {  // ascending distances
+          if (result->distances[c * 5 + j] < result->distances[c * 5 + j - 1]) ++bad_answers;
+        }
+      }
+    }
+  };
+  std::thread reader1(lookups, 1), reader2(lookups, 2);
+  absl::BitGen gen(std::seed_seq{3});
+  std::vector<float> last_keys(3 * 500 * kDim);  // the last 500 keys of each action
+  for (int i = 0; i < 3 * 4000; ++i) {
+    std::vector<float> key(kDim);
+    for (float& x : key) x = absl::Gaussian<float>(gen);
+    const int32_t action = i % 3;
+    const int last = i / 3 - (4000 - 500);
+    if (last >= 0) {
+      std::copy(key.begin(), key.end(), last_keys.begin() + (action * 500 + last) * kDim);
+    }
+    WriteOne(memory, key, action, static_cast<float>(i));
+  }
+  done = true;
+  reader1.join();
+  reader2.join();
+  EXPECT_EQ(bad_answers, 0);
+  EXPECT_THAT(memory.Info().sizes(), ElementsAre(kCapacity, kCapacity, kCapacity));
+  for (int32_t action = 0; action < 3; ++action) {
+    std::vector<int32_t> actions(500, action);
+    absl::StatusOr<LookupResult> result =
+        memory.Lookup(last_keys.data() + action * 500 * kDim, 500, actions, 1, false);
+    ASSERT_TRUE(result.ok());
+    for (int q = 0; q < 500; ++q) {
+      ASSERT_LT(result->distances[q], 1e-4) << "action " << action << ", key " << q;
+      EXPECT_EQ(result->values[q], static_cast<float>(3 * (4000 - 500 + q) + action));
     }
   }
-  return keys;
 }
 
-// The approximate index against the exact one: recall@50 of the same queries.
-TEST(MemoryTest, ApproximateRecallAt50IsAtLeast95Percent) {
+struct RecallCase {
+  std::string name;
+  IndexOptions::Approximate index;
+  // "synthetic" (projected i.i.d. sparse binary observations, a high intrinsic dimension)
+  // or a MinAtar game (projected distinct observations, like the agent's keys).
+  std::string keys;
+};
+
+class ApproximateRecallTest : public ::testing::TestWithParam<RecallCase> {};
+
+// The approximate index against the exact one: recall@50 of the same queries, at the
+// store's default settings.
+TEST_P(ApproximateRecallTest, RecallAt50IsAtLeast95Percent) {
   constexpr int kDim = 64, kKeys = 20000, kQueries = 200, kK = 50;
-  auto exact = Make(Spec(v1::INDEX_KIND_EXACT, kDim, kKeys));
-  auto approximate = Make(Spec(v1::INDEX_KIND_APPROXIMATE, kDim, kKeys));
   absl::BitGen gen(std::seed_seq{7});
-  std::vector<float> projection(400 * kDim);
-  for (float& x : projection) x = absl::Gaussian<float>(gen) / 8;
-  const std::vector<float> keys = ProjectedKeys(kKeys, kDim, gen, projection);
+  std::vector<float> all;
+  if (GetParam().keys == "synthetic") {
+    all = ProjectedKeys(kKeys + kQueries, kDim, gen);
+  } else {
+    absl::StatusOr<std::vector<float>> game =
+        GameKeys(GetParam().keys, kKeys + kQueries, kDim, gen);
+    ASSERT_TRUE(game.ok()) << game.status();
+    all = *std::move(game);
+  }
+  const std::vector<float> keys(all.begin(), all.begin() + kKeys * kDim);
+  const std::vector<float> queries(all.begin() + kKeys * kDim, all.end());
+  IndexOptions options;
+  options.approximate = GetParam().index;
+  auto exact = Make(Spec(v1::INDEX_KIND_EXACT, kDim, kKeys));
+  absl::StatusOr<std::unique_ptr<Memory>> approximate =
+      Memory::Create(Spec(v1::INDEX_KIND_APPROXIMATE, kDim, kKeys), options);
+  ASSERT_TRUE(approximate.ok()) << approximate.status();
   std::vector<int32_t> actions(kKeys, 0);
   std::vector<float> values(kKeys);
   for (int i = 0; i < kKeys; ++i) values[i] = static_cast<float>(i);  // value = key id
   ASSERT_TRUE(exact->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
-  ASSERT_TRUE(approximate->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
-  const std::vector<float> queries = ProjectedKeys(kQueries, kDim, gen, projection);
+  ASSERT_TRUE((*approximate)->Write(keys.data(), kKeys, actions.data(), values.data()).ok());
   std::vector<int32_t> query_actions(kQueries, 0);
   auto truth = exact->Lookup(queries.data(), kQueries, query_actions, kK, false);
-  auto found = approximate->Lookup(queries.data(), kQueries, query_actions, kK, false);
+  auto found = (*approximate)->Lookup(queries.data(), kQueries, query_actions, kK, false);
   ASSERT_TRUE(truth.ok() && found.ok());
   int64_t hits = 0;
   for (int q = 0; q < kQueries; ++q) {
@@ -256,6 +330,15 @@ TEST(MemoryTest, ApproximateRecallAt50IsAtLeast95Percent) {
   EXPECT_GE(recall, 0.95);
   RecordProperty("recall_at_50", std::to_string(recall));
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Indices, ApproximateRecallTest,
+    ::testing::Values(RecallCase{"ivf_space_invaders", IndexOptions::Approximate::kIvf,
+                                 "minatar/space_invaders"},
+                      RecallCase{"hnsw_space_invaders", IndexOptions::Approximate::kHnsw,
+                                 "minatar/space_invaders"},
+                      RecallCase{"hnsw_synthetic", IndexOptions::Approximate::kHnsw, "synthetic"}),
+    [](const ::testing::TestParamInfo<RecallCase>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace engram::episodic

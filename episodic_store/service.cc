@@ -47,9 +47,11 @@ void Encode(const std::vector<float>& values, std::vector<int64_t> shape, v1::Te
   out->set_data(values.data(), values.size() * sizeof(float));
 }
 
+// The keys a memory holds when full, counted twice for an approximate index (IVF keeps each
+// key in its row and in its list; HNSW in its row and its graph, whose links add more).
 int64_t KeyBytes(const v1::MemorySpec& spec) {
   return spec.capacity_per_action() * spec.num_actions() * spec.key_dim() *
-         static_cast<int64_t>(sizeof(float));
+         static_cast<int64_t>(sizeof(float)) * (spec.index() == v1::INDEX_KIND_EXACT ? 1 : 2);
 }
 
 }  // namespace
@@ -107,7 +109,7 @@ absl::StatusOr<bool> EpisodicStoreServiceImpl::CreateMemoryFromSpec(const v1::Me
         " MiB of keys and the server has ", (options_.max_memory_bytes - BytesLocked()) >> 20,
         " MiB left (--max_memory_bytes)"));
   }
-  absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Create(spec, options_.hnsw);
+  absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Create(spec, options_.index);
   if (!memory.ok()) return memory.status();
   memories_[spec.name()] = std::move(*memory);
   return true;
@@ -335,7 +337,7 @@ absl::Status EpisodicStoreServiceImpl::Restore(const std::string& snapshot_path)
   std::map<std::string, std::shared_ptr<Memory>> loaded;
   for (const fs::path& file : files) {
     std::ifstream in(file, std::ios::binary);
-    absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Load(in, options_.hnsw);
+    absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Load(in, options_.index);
     if (!memory.ok()) {
       return absl::DataLossError(absl::StrCat(file.string(), ": ", memory.status().message()));
     }

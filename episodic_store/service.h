@@ -36,13 +36,14 @@ class EpisodicStoreServiceImpl final : public v1::EpisodicStore::Service {
   struct Options {
     // Most rows (writes or queries) one request may carry; more is RESOURCE_EXHAUSTED.
     int64_t max_batch = 16384;
-    // Bytes of keys all memories may hold together (capacity x actions x key_dim x 4);
-    // CreateMemory beyond it is RESOURCE_EXHAUSTED.
+    // Bytes of keys all memories may hold together (capacity x actions x key_dim x 4, twice
+    // that for approximate memories); CreateMemory beyond it is RESOURCE_EXHAUSTED.
     int64_t max_memory_bytes = int64_t{8} << 30;
     // Empty: Snapshot is FAILED_PRECONDITION.
     std::string snapshot_dir;
     int snapshot_keep = 3;
-    HnswOptions hnsw;
+    // The index of INDEX_KIND_APPROXIMATE memories.
+    IndexOptions index;
     // engram_episodic_* series; not owned. Null: no metrics.
     prometheus::Registry* registry = nullptr;
   };

@@ -1,11 +1,12 @@
 // The episodic store's k-NN indices in process, without RPC: for the exact index (FAISS
-// brute force) and the approximate one (hnswlib HNSW) at several settings, insert rate,
+// brute force) and the approximate ones (our IVF, hnswlib's HNSW) at several settings, insert rate,
 // batched lookup rate and recall@k against the exact answers. This is the measurement that
 // picks the approximate index's defaults, and the in-process limit for the store's RPC
 // lookups (episodic_store_bench).
 //
 //   episodic_index_bench [--keys=100000] [--dim=64] [--queries=2000] [--k=50]
-//                        [--key_source=synthetic|gaussian|minatar/GAME] [--json=PATH]
+//                        [--key_source=synthetic|gaussian|minatar/GAME] [--only=NAME]
+//                        [--json=PATH]
 //
 // Keys (bench/episodic/projected_keys.h) are Gaussian random projections of observations:
 // synthetic sparse binary ones (default; i.i.d. cells, a high intrinsic dimension), or the
@@ -22,6 +23,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/common/bench_report.h"
@@ -36,6 +38,10 @@ ABSL_FLAG(int32_t, k, 50, "Neighbours per query.");
 ABSL_FLAG(std::string, key_source, "synthetic",
           "synthetic (projected sparse binary observations), gaussian, or a MinAtar game "
           "(e.g. minatar/breakout: its distinct observations under a random policy).");
+ABSL_FLAG(std::string, only, "",
+          "Measure only the indices whose name contains this (e.g. ivf); exact always runs "
+          "(it gives the recall's reference).");
+ABSL_FLAG(int32_t, seed, 1, "Seed of the keys, queries and projection.");
 ABSL_FLAG(std::string, json, "", "Write the results as JSON to this path.");
 
 namespace engram::episodic {
@@ -66,7 +72,7 @@ int Run() {
   const int batch = absl::GetFlag(FLAGS_batch);
   const int k = absl::GetFlag(FLAGS_k);
   const std::string source = absl::GetFlag(FLAGS_key_source);
-  absl::BitGen gen;
+  absl::BitGen gen(std::seed_seq{absl::GetFlag(FLAGS_seed)});
   // Keys and queries drawn together (for a game: distinct observations, queries last).
   absl::StatusOr<std::vector<float>> all = MakeKeys(source, n + num_queries, dim, gen);
   if (!all.ok()) {
@@ -101,18 +107,32 @@ int Run() {
   struct Variant {
     std::string name;
     v1::IndexKind kind;
-    HnswOptions hnsw;
+    IndexOptions options;
   };
   std::vector<Variant> variants = {{"exact", v1::INDEX_KIND_EXACT, {}}};
-  for (int m : {16, 32}) {
-    for (int ef : {64, 128, 256}) {
-      variants.push_back({absl::StrFormat("hnsw M=%d ef=%d", m, ef), v1::INDEX_KIND_APPROXIMATE,
-                          HnswOptions{m, 200, ef}});
+  for (int list_size : {64, 128, 256}) {
+    for (int nprobe : {6, 8, 10, 12, 16, 32}) {
+      IndexOptions options;
+      options.ivf.list_size = list_size;
+      options.ivf.nprobe = nprobe;
+      variants.push_back({absl::StrFormat("ivf list=%d nprobe=%d", list_size, nprobe),
+                          v1::INDEX_KIND_APPROXIMATE, options});
     }
   }
+  for (int m : {16, 32}) {
+    for (int ef : {64, 256}) {
+      IndexOptions options;
+      options.approximate = IndexOptions::Approximate::kHnsw;
+      options.hnsw = HnswOptions{m, 200, ef};
+      variants.push_back(
+          {absl::StrFormat("hnsw M=%d ef=%d", m, ef), v1::INDEX_KIND_APPROXIMATE, options});
+    }
+  }
+  const std::string only = absl::GetFlag(FLAGS_only);
   for (const Variant& variant : variants) {
+    if (variant.kind != v1::INDEX_KIND_EXACT && !absl::StrContains(variant.name, only)) continue;
     spec.set_index(variant.kind);
-    std::unique_ptr<Memory> memory = *Memory::Create(spec, variant.hnsw);
+    std::unique_ptr<Memory> memory = *Memory::Create(spec, variant.options);
     const auto t0 = Clock::now();
     if (!memory->Write(keys.data(), n, actions.data(), values.data()).ok()) return 1;
     const auto t1 = Clock::now();

@@ -3,14 +3,25 @@
 // --dim dimensions; writes in batches of --write_batch through EpisodicClient, then batched
 // lookups for every action (batch --batch, k = --k) from --clients client threads. Recall
 // of the approximate index is measured against an exact memory on the same keys, and the
-// same lookups are run in process (Memory directly) as the limit RPC adds to.
+// same lookups are run in process, as the limit RPC adds to: through Memory (1 and 2
+// threads), and with FAISS's own IndexIVFFlat (one per action, the same list size and
+// nprobe as the store's defaults; Debian's FAISS is built for baseline x86-64).
 //
 //   episodic_store_bench [--actions=6] [--keys=100000] [--dim=64] [--batch=64] [--k=50]
-//                        [--seconds=10] [--clients=1,2] [--json=PATH]
+//                        [--key_source=minatar/space_invaders|synthetic] [--seconds=10]
+//                        [--clients=1,2] [--store_flags=--approximate_index=hnsw,...]
+//                        [--json=PATH]
+//
+// Keys (bench/episodic/projected_keys.h): with a game, the --keys distinct observations a
+// random policy meets, projected, are written to every action (an agent's action memories
+// hold keys of the same states), and the queries are further distinct observations;
+// synthetic keys differ per action.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <set>
 #include <string>
 #include <thread>
@@ -21,6 +32,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "bench/common/bench_report.h"
@@ -29,6 +41,8 @@
 #include "common/subprocess.h"
 #include "episodic_store/client.h"
 #include "episodic_store/memory.h"
+#include "faiss/IndexFlat.h"
+#include "faiss/IndexIVFFlat.h"
 
 ABSL_FLAG(int32_t, actions, 6, "Actions of the memory.");
 ABSL_FLAG(int64_t, keys, 100000, "Keys per action.");
@@ -38,6 +52,13 @@ ABSL_FLAG(int32_t, batch, 64, "Queries per Lookup request.");
 ABSL_FLAG(int32_t, k, 50, "Neighbours per query and action.");
 ABSL_FLAG(double, seconds, 10, "Seconds of lookups per client count.");
 ABSL_FLAG(std::string, clients, "1,2", "Client thread counts to measure.");
+ABSL_FLAG(std::string, key_source, "minatar/space_invaders",
+          "Keys: a MinAtar game (its distinct observations, projected) or synthetic (projected "
+          "sparse binary observations, a higher intrinsic dimension).");
+ABSL_FLAG(std::vector<std::string>, store_flags, {},
+          "Extra flags for engram_episodic_store, comma-separated (e.g. "
+          "--approximate_index=hnsw,--hnsw_m=16).");
+ABSL_FLAG(int32_t, seed, 1, "Seed of the keys, queries and projection.");
 ABSL_FLAG(std::string, json, "", "Write the results as JSON to this path.");
 
 namespace engram::episodic {
@@ -56,21 +77,39 @@ int Run() {
   const int batch = absl::GetFlag(FLAGS_batch);
   const int k = absl::GetFlag(FLAGS_k);
   const double seconds = absl::GetFlag(FLAGS_seconds);
-  absl::BitGen gen;
+  absl::BitGen gen(std::seed_seq{absl::GetFlag(FLAGS_seed)});
   const int64_t total = per_action * actions;
   std::printf("episodic_store_bench: %d actions x %lld keys x %d dims, lookups of %d x k=%d\n",
               actions, static_cast<long long>(per_action), dim, batch, k);
-  const std::vector<float> keys = ProjectedKeys(total, dim, gen);
+  const std::string source = absl::GetFlag(FLAGS_key_source);
+  constexpr int64_t kQueries = 4096;
+  std::vector<float> keys, queries;
+  if (source == "synthetic") {
+    keys = ProjectedKeys(total, dim, gen);
+    queries = ProjectedKeys(kQueries, dim, gen);
+  } else {
+    absl::StatusOr<std::vector<float>> game = GameKeys(source, per_action + kQueries, dim, gen);
+    if (!game.ok()) {
+      std::fprintf(stderr, "episodic_store_bench: %s\n", game.status().ToString().c_str());
+      return 2;
+    }
+    queries.assign(game->begin() + per_action * dim, game->end());
+    keys.resize(total * dim);
+    for (int64_t i = 0; i < total; ++i) {  // key i % actions... of action i % actions
+      std::memcpy(keys.data() + i * dim, game->data() + (i / actions) * dim, dim * sizeof(float));
+    }
+  }
   std::vector<int32_t> key_actions(total);
   std::vector<float> values(total);
   for (int64_t i = 0; i < total; ++i) {
     key_actions[i] = static_cast<int32_t>(i % actions);
     values[i] = static_cast<float>(i);
   }
-  const std::vector<float> queries = ProjectedKeys(4096, dim, gen);
 
-  absl::StatusOr<std::unique_ptr<Subprocess>> store = Subprocess::Start(
-      {ENGRAM_EPISODIC_STORE_BIN, "--address=127.0.0.1:0", "--metrics_port=-1"}, "");
+  std::vector<std::string> argv = {ENGRAM_EPISODIC_STORE_BIN, "--address=127.0.0.1:0",
+                                   "--metrics_port=-1"};
+  for (const std::string& flag : absl::GetFlag(FLAGS_store_flags)) argv.push_back(flag);
+  absl::StatusOr<std::unique_ptr<Subprocess>> store = Subprocess::Start(argv, "");
   if (!store.ok()) {
     std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
     return 1;
@@ -94,6 +133,8 @@ int Run() {
   report.AddConfig("dim", absl::StrCat(dim));
   report.AddConfig("batch", absl::StrCat(batch));
   report.AddConfig("k", absl::StrCat(k));
+  report.AddConfig("key_source", source);
+  report.AddConfig("store_flags", absl::StrJoin(absl::GetFlag(FLAGS_store_flags), " "));
 
   // Writes, approximate and exact memories.
   for (v1::IndexKind kind : {v1::INDEX_KIND_APPROXIMATE, v1::INDEX_KIND_EXACT}) {
@@ -138,7 +179,7 @@ int Run() {
           return;
         }
         for (int64_t i = c; Since(start) < seconds; ++i) {
-          const int64_t row = (i * batch) % (4096 - batch);
+          const int64_t row = (i * batch) % (kQueries - batch);
           if (!(*client)->LookupAll(queries.data() + row * dim, batch, k).ok()) {
             failed = true;
             return;
@@ -194,16 +235,57 @@ int Run() {
   absl::StatusOr<std::unique_ptr<Memory>> memory = Memory::Create(spec);
   if (!memory.ok()) return 1;
   (*memory)->Write(keys.data(), total, key_actions.data(), values.data()).IgnoreError();
+  for (int threads : {1, 2}) {
+    std::atomic<int64_t> answered{0};
+    std::vector<std::thread> workers;
+    const auto start = Clock::now();
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&, t] {
+        for (int64_t i = t; Since(start) < seconds; i += threads) {
+          const int64_t row = (i * batch) % (kQueries - batch);
+          if (!(*memory)->Lookup(queries.data() + row * dim, batch, {}, k, false).ok()) return;
+          answered += batch;
+        }
+      });
+    }
+    for (std::thread& w : workers) w.join();
+    const double rate = answered.load() / Since(start);
+    std::printf("  lookups in process (Memory), %d thread(s): %10.0f queries/s\n", threads, rate);
+    report.Add(absl::StrCat("in_process/approximate/queries_per_s/threads=", threads), rate, "1/s");
+  }
+
+  // FAISS directly: IndexIVFFlat per action, trained on that action's keys.
+  const IvfOptions ivf;
+  std::vector<std::unique_ptr<faiss::IndexFlatL2>> quantizers;
+  std::vector<std::unique_ptr<faiss::IndexIVFFlat>> indices;
+  for (int a = 0; a < actions; ++a) {
+    std::vector<float> own;
+    for (int64_t i = a; i < total; i += actions) {
+      own.insert(own.end(), keys.begin() + i * dim, keys.begin() + (i + 1) * dim);
+    }
+    const int64_t n = static_cast<int64_t>(own.size()) / dim;
+    const size_t lists = static_cast<size_t>(std::max<int64_t>(1, n / ivf.list_size));
+    quantizers.push_back(std::make_unique<faiss::IndexFlatL2>(dim));
+    indices.push_back(std::make_unique<faiss::IndexIVFFlat>(quantizers.back().get(), dim, lists));
+    indices.back()->nprobe = ivf.nprobe;
+    indices.back()->train(n, own.data());
+    indices.back()->add(n, own.data());
+  }
+  std::vector<float> distances(batch * k);
+  std::vector<faiss::Index::idx_t> labels(batch * k);
   int64_t answered = 0;
   const auto start = Clock::now();
   for (int64_t i = 0; Since(start) < seconds; ++i) {
-    const int64_t row = (i * batch) % (4096 - batch);
-    if (!(*memory)->Lookup(queries.data() + row * dim, batch, {}, k, false).ok()) return 1;
+    const int64_t row = (i * batch) % (kQueries - batch);
+    for (auto& index : indices) {
+      index->search(batch, queries.data() + row * dim, k, distances.data(), labels.data());
+    }
     answered += batch;
   }
-  const double in_process = answered / Since(start);
-  std::printf("  lookups in process, 1 thread: %10.0f queries/s\n", in_process);
-  report.Add("in_process/approximate/queries_per_s", in_process, "1/s");
+  const double faiss_rate = answered / Since(start);
+  std::printf("  lookups in process (FAISS IndexIVFFlat, nprobe %d), 1 thread: %10.0f queries/s\n",
+              ivf.nprobe, faiss_rate);
+  report.Add("in_process/faiss_ivf_flat/queries_per_s", faiss_rate, "1/s");
   return report.Finish(absl::GetFlag(FLAGS_json));
 }
 
