@@ -25,6 +25,7 @@
 #include "actor/episodic_actor.h"
 #include "actor/meta_rl_actor.h"
 #include "actor/reporter.h"
+#include "common/auth.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -177,7 +178,7 @@ int Run(int argc, char** argv) {
            kProgram,
            " --learner_address=127.0.0.1:7800 --experiment=spec.textproto --actor_index=0 "
            "--replay_addresses=127.0.0.1:7700,127.0.0.1:7701   (fixed mode)"),
-       .flag_files = {"actor/main.cc", "common/server.cc", "common/metrics.cc"}});
+       .flag_files = {"actor/main.cc", "common/server.cc", "common/auth.cc", "common/metrics.cc"}});
   // First, before any thread exists: every thread must inherit the blocked SIGTERM/SIGINT
   // (one that does not would take the default action, killing the process mid-flush).
   ShutdownSignal shutdown;
@@ -223,6 +224,7 @@ int Run(int argc, char** argv) {
   }
   options.log_interval = absl::GetFlag(FLAGS_log_interval);
   options.channel.tls = TlsOptionsFromFlags();
+  options.channel.auth_token = AuthTokenFromFlags();
 
   absl::StatusOr<std::unique_ptr<Metrics>> metrics = Metrics::StartFromFlags("actor");
   if (!metrics.ok()) Exit(1, absl::StrCat("--metrics_port: ", metrics.status().message()));

@@ -14,6 +14,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/server_builder.h"
+#include "grpcpp/support/client_interceptor.h"
 #include "grpcpp/support/server_interceptor.h"
 
 ABSL_FLAG(std::string, tls_cert, "",
@@ -81,6 +82,34 @@ class CallCounterFactory final : public grpc::experimental::ServerInterceptorFac
 
  private:
   prometheus::Family<prometheus::Counter>* family_;
+};
+
+// Adds `authorization: Bearer <token>` to every call's initial metadata.
+class BearerTokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerTokenFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenFactory(const std::string& token) : header_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new BearerTokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;
 };
 
 }  // namespace
@@ -215,7 +244,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateChannel(const std::string& 
                                                              const ChannelOptions& options) {
   if (target.empty()) return absl::InvalidArgumentError("channel target is empty");
   ENGRAM_ASSIGN_OR_RETURN(auto credentials, MakeChannelCredentials(options.tls));
-  return grpc::CreateCustomChannel(target, credentials, MakeChannelArguments(options));
+  if (options.auth_token.empty()) {
+    return grpc::CreateCustomChannel(target, credentials, MakeChannelArguments(options));
+  }
+  // Call credentials would be refused on plaintext channels; an interceptor sends the token
+  // on either kind.
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
+  factories.push_back(std::make_unique<BearerTokenFactory>(options.auth_token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, credentials, MakeChannelArguments(options), std::move(factories));
 }
 
 }  // namespace engram

@@ -100,6 +100,8 @@ class Server {
 
 struct ChannelOptions {
   int max_message_bytes = 64 << 20;
+  // Sent with every call as `authorization: Bearer <token>` (common/auth.h); empty: none.
+  std::string auth_token;
   // Client keepalive pings so dead peers are noticed on long-lived streams.
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);

@@ -124,9 +124,14 @@ grpc::Status EpisodicStoreServiceImpl::CreateMemory(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status EpisodicStoreServiceImpl::DeleteMemory(grpc::ServerContext*,
+grpc::Status EpisodicStoreServiceImpl::DeleteMemory(grpc::ServerContext* context,
                                                     const v1::DeleteMemoryRequest* request,
                                                     v1::DeleteMemoryResponse* response) {
+  if (grpc::Status allowed =
+          options_.authorizer->Check(*context, Role::kAdmin, "EpisodicStore.DeleteMemory");
+      !allowed.ok()) {
+    return allowed;
+  }
   std::shared_ptr<Memory> memory;
   {
     absl::MutexLock lock(&mu_);
@@ -302,8 +307,14 @@ absl::StatusOr<v1::SnapshotResponse> EpisodicStoreServiceImpl::SnapshotNow() {
   return response;
 }
 
-grpc::Status EpisodicStoreServiceImpl::Snapshot(grpc::ServerContext*, const v1::SnapshotRequest*,
+grpc::Status EpisodicStoreServiceImpl::Snapshot(grpc::ServerContext* context,
+                                                const v1::SnapshotRequest*,
                                                 v1::SnapshotResponse* response) {
+  if (grpc::Status allowed =
+          options_.authorizer->Check(*context, Role::kAdmin, "EpisodicStore.Snapshot");
+      !allowed.ok()) {
+    return allowed;
+  }
   absl::StatusOr<v1::SnapshotResponse> result = SnapshotNow();
   if (!result.ok()) return ToGrpc(result.status());
   *response = *std::move(result);

@@ -21,6 +21,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/auth.h"
 #include "engram/v1/episodic.grpc.pb.h"
 #include "episodic_store/memory.h"
 #include "prometheus/counter.h"
@@ -44,6 +45,8 @@ class EpisodicStoreServiceImpl final : public v1::EpisodicStore::Service {
     int snapshot_keep = 3;
     // The index of INDEX_KIND_APPROXIMATE memories.
     IndexOptions index;
+    // DeleteMemory and Snapshot need an `admin` token when it has tokens (common/auth.h).
+    std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>();
     // engram_episodic_* series; not owned. Null: no metrics.
     prometheus::Registry* registry = nullptr;
   };

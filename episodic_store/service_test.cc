@@ -4,6 +4,8 @@
 #include <fstream>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
 #include "common/server.h"
 #include "episodic_store/client.h"
 #include "gmock/gmock.h"
@@ -204,6 +206,77 @@ TEST_F(EpisodicServiceTest, SnapshotRestoreAndDelete) {
   absl::Status restored = service_->Restore(broken.string());
   EXPECT_TRUE(absl::IsDataLoss(restored));
   EXPECT_THAT(std::string(restored.message()), HasSubstr("x.memory"));
+}
+
+// With --auth_tokens, DeleteMemory and Snapshot need an admin token (sent by the channel
+// over a real port, the way processes send it); data-plane calls need none. A refused call
+// changes nothing.
+TEST_F(EpisodicServiceTest, AdministrativeCallsNeedAnAdminToken) {
+  constexpr char kAdmin[] = "admin-token-0123456789";
+  constexpr char kSubmit[] = "submit-token-0123456789";
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
+      Authorizer::FromText(absl::StrCat(kAdmin, " admin\n", kSubmit, " submit\n"), "tokens");
+  ASSERT_TRUE(authorizer.ok()) << authorizer.status();
+  const fs::path dir = fs::path(::testing::TempDir()) / "episodic_auth";
+  fs::remove_all(dir);
+  EpisodicStoreServiceImpl::Options options;
+  options.snapshot_dir = dir.string();
+  options.authorizer = *authorizer;
+  service_ = std::make_unique<EpisodicStoreServiceImpl>(options);
+  ServerOptions server_options;
+  server_options.address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(server_options, {service_.get()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = absl::StrCat("127.0.0.1:", (*server)->port());
+  auto stub_with = [&](const std::string& token) {
+    ChannelOptions channel;
+    channel.auth_token = token;
+    return v1::EpisodicStore::NewStub(*CreateChannel(target, channel));
+  };
+  auto delete_memory = [&](const std::string& token) {
+    grpc::ClientContext context;
+    v1::DeleteMemoryRequest request;
+    request.set_name("mfec");
+    v1::DeleteMemoryResponse response;
+    return stub_with(token)->DeleteMemory(&context, request, &response);
+  };
+  auto snapshot = [&](const std::string& token) {
+    grpc::ClientContext context;
+    v1::SnapshotResponse response;
+    return stub_with(token)->Snapshot(&context, v1::SnapshotRequest(), &response);
+  };
+
+  // Creating a memory and writing to it are data-plane calls: no token.
+  absl::StatusOr<std::unique_ptr<EpisodicClient>> client =
+      EpisodicClient::Connect(*CreateChannel(target, {}), {.spec = Spec()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE((*client)->Write(std::vector<float>{1, 2}.data(), 0, 5).ok());
+  ASSERT_TRUE((*client)->Flush().ok());
+
+  grpc::Status status = delete_memory("");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(status.error_message(), HasSubstr("EpisodicStore.DeleteMemory needs a bearer token"));
+  EXPECT_EQ(delete_memory("not-a-known-token-000").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  status = delete_memory(kSubmit);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("lacks role admin"));
+  EXPECT_EQ(snapshot(kSubmit).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_FALSE(fs::exists(dir) && !fs::is_empty(dir));  // no snapshot was written
+  EXPECT_THAT(service_->LatestSnapshot(), ::testing::IsEmpty());
+  {  // the memory is still there, with its key
+    grpc::ClientContext context;
+    v1::MemoryInfoRequest request;
+    request.add_memories("mfec");
+    v1::MemoryInfoResponse response;
+    ASSERT_TRUE(stub_with("")->Info(&context, request, &response).ok());
+    ASSERT_EQ(response.memories_size(), 1);
+    EXPECT_THAT(response.memories(0).sizes(), ElementsAre(1, 0));
+  }
+
+  EXPECT_TRUE(snapshot(kAdmin).ok());
+  EXPECT_THAT(service_->LatestSnapshot(), ::testing::Not(::testing::IsEmpty()));
+  EXPECT_TRUE(delete_memory(kAdmin).ok());
+  fs::remove_all(dir);
 }
 
 }  // namespace

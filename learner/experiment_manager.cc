@@ -665,9 +665,14 @@ void ExperimentManager::UpdateGaugesLocked() {
 
 // ---- services ---------------------------------------------------------------------------
 
-grpc::Status ExperimentServiceImpl::Submit(grpc::ServerContext*,
+grpc::Status ExperimentServiceImpl::Submit(grpc::ServerContext* context,
                                            const v1::SubmitExperimentRequest* request,
                                            v1::SubmitExperimentResponse* response) {
+  if (grpc::Status allowed =
+          authorizer_->Check(*context, Role::kSubmit, "ExperimentService.Submit");
+      !allowed.ok()) {
+    return allowed;
+  }
   absl::StatusOr<v1::SubmitExperimentResponse> result = manager_->Submit(*request);
   if (!result.ok()) return ToGrpc(result.status());
   *response = *std::move(result);
@@ -692,9 +697,14 @@ grpc::Status ExperimentServiceImpl::Get(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status ExperimentServiceImpl::Cancel(grpc::ServerContext*,
+grpc::Status ExperimentServiceImpl::Cancel(grpc::ServerContext* context,
                                            const v1::CancelExperimentRequest* request,
                                            v1::ExperimentStatus* response) {
+  if (grpc::Status allowed =
+          authorizer_->Check(*context, Role::kSubmit, "ExperimentService.Cancel");
+      !allowed.ok()) {
+    return allowed;
+  }
   absl::StatusOr<v1::ExperimentStatus> result = manager_->Cancel(request->id(), request->reason());
   if (!result.ok()) return ToGrpc(result.status());
   *response = *std::move(result);

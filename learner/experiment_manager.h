@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "engram/v1/actor.grpc.pb.h"
 #include "engram/v1/experiment.grpc.pb.h"
 #include "learner/run_state.h"
@@ -169,7 +170,11 @@ class ExperimentManager {
 // ExperimentService over an ExperimentManager.
 class ExperimentServiceImpl final : public v1::ExperimentService::Service {
  public:
-  explicit ExperimentServiceImpl(ExperimentManager* manager) : manager_(manager) {}
+  // Submit and Cancel need a `submit` token when `authorizer` has tokens (common/auth.h).
+  explicit ExperimentServiceImpl(
+      ExperimentManager* manager,
+      std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>())
+      : manager_(manager), authorizer_(std::move(authorizer)) {}
   grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitExperimentRequest* request,
                       v1::SubmitExperimentResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListExperimentsRequest* request,
@@ -187,6 +192,7 @@ class ExperimentServiceImpl final : public v1::ExperimentService::Service {
 
  private:
   ExperimentManager* manager_;
+  std::shared_ptr<const Authorizer> authorizer_;
 };
 
 // ActorService over an ExperimentManager.

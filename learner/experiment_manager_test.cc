@@ -5,6 +5,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/auth.h"
 #include "common/server.h"
 #include "common/text_proto.h"
 #include "gmock/gmock.h"
@@ -401,6 +402,57 @@ TEST_F(ExperimentManagerTest, WatchStreamsStateChangesAndEndsAtTheTerminalState)
   v1::ExperimentStatus ignored;
   EXPECT_FALSE(reader->Read(&ignored));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  (*server)->Shutdown(absl::Seconds(1));
+}
+
+// With tokens, Submit and Cancel need a submit (or admin) token; a refused call changes
+// nothing. Reads need none.
+TEST_F(ExperimentManagerTest, SubmitAndCancelNeedASubmitToken) {
+  auto manager = Make();
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer = Authorizer::FromText(
+      "submit-token-0123456789 submit\nadmin-token-01234567890 admin\n", "tokens");
+  ASSERT_TRUE(authorizer.ok()) << authorizer.status();
+  ExperimentServiceImpl service(manager.get(), *authorizer);
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start({}, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::ExperimentService::NewStub((*server)->InProcessChannel());
+  auto submit = [&](const std::string& token) {
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", token);
+    v1::SubmitExperimentResponse response;
+    return stub->Submit(&context, Request("run"), &response);
+  };
+  auto cancel = [&](const std::string& token) {
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", token);
+    v1::CancelExperimentRequest request;
+    request.set_id("run");
+    v1::ExperimentStatus response;
+    return stub->Cancel(&context, request, &response);
+  };
+  grpc::Status status = submit("");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(status.error_message(), HasSubstr("ExperimentService.Submit needs a bearer token"));
+  EXPECT_EQ(submit("submit-token-0123456789").error_code(),  // no "Bearer "
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(submit("Bearer submit-token-0123456780").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(absl::IsNotFound(manager->Get("run").status()));  // nothing was created
+
+  EXPECT_TRUE(submit("Bearer submit-token-0123456789").ok());
+  EXPECT_EQ(cancel("").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  absl::StatusOr<v1::ExperimentStatus> queued = manager->Get("run");
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->state(), v1::EXPERIMENT_STATE_QUEUED);  // the refused cancel changed nothing
+  {
+    grpc::ClientContext context;  // reads need no token
+    v1::GetExperimentRequest request;
+    request.set_id("run");
+    v1::ExperimentStatus response;
+    EXPECT_TRUE(stub->Get(&context, request, &response).ok());
+  }
+  EXPECT_TRUE(cancel("Bearer admin-token-01234567890").ok());  // admin may do everything
+  EXPECT_EQ(manager->Get("run")->state(), v1::EXPERIMENT_STATE_CANCELLED);
   (*server)->Shutdown(absl::Seconds(1));
 }
 

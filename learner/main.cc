@@ -22,6 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/auth.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -153,7 +154,8 @@ int Run(int argc, char** argv) {
                    kProgram,
                    " --replay_addresses=127.0.0.1:7700 --address=0.0.0.0:7800 "
                    "[--experiment=spec.textproto] [--runs_dir=runs] [--device=auto]"),
-               .flag_files = {"learner/main.cc", "common/server.cc", "common/metrics.cc"}});
+               .flag_files = {"learner/main.cc", "common/server.cc", "common/auth.cc",
+                              "common/metrics.cc"}});
   // First, before any thread exists: every thread must inherit the blocked SIGTERM/SIGINT
   // (one that does not would take the default action, killing the process mid-flush).
   ShutdownSignal shutdown;
@@ -183,6 +185,7 @@ int Run(int argc, char** argv) {
   options.log_interval = absl::GetFlag(FLAGS_log_interval);
   options.final_evaluation_timeout = absl::GetFlag(FLAGS_final_evaluation_timeout);
   options.channel.tls = TlsOptionsFromFlags();
+  options.channel.auth_token = AuthTokenFromFlags();
 
   SetComputeThreads(threads);
   TuneHostAllocatorForTraining();
@@ -214,7 +217,7 @@ int Run(int argc, char** argv) {
   }
   ParameterServiceImpl parameters;
   ActorServiceImpl actors(manager->get());
-  ExperimentServiceImpl experiments(manager->get());
+  ExperimentServiceImpl experiments(manager->get(), AuthorizerFromFlags());
 
   ServerOptions server_options;
   server_options.address = absl::GetFlag(FLAGS_address);

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -193,7 +194,8 @@ int Run(int argc, char** argv) {
                    "--checkpoint_dir=/ckpt/replay-0\n"
                    "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, "
                    "--tls_ca."),
-               .flag_files = {"replay_server/main.cc", "common/server.cc", "common/metrics.cc"}});
+               .flag_files = {"replay_server/main.cc", "common/server.cc", "common/auth.cc",
+                              "common/metrics.cc"}});
 
   int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
   if (absl::GetFlag(FLAGS_shard_index_from_hostname)) {
@@ -239,6 +241,7 @@ int Run(int argc, char** argv) {
   options.shard_index = shard_index;
   options.max_insert_batch = max_insert_batch;
   options.registry = &(*metrics)->registry();
+  options.authorizer = AuthorizerFromFlags();
   if (!checkpoint_dir.empty()) {
     options.checkpoint = [checkpoint_dir, shard_index,
                           checkpoint_keep](const std::vector<std::shared_ptr<Table>>& tables)

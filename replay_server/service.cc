@@ -513,20 +513,30 @@ absl::StatusOr<v1::ReplayCheckpointResponse> ReplayServiceImpl::CheckpointNow(
 
 // ---- RPCs ---------------------------------------------------------------------------------------
 
-grpc::Status ReplayServiceImpl::CreateTable(grpc::ServerContext*,
+grpc::Status ReplayServiceImpl::CreateTable(grpc::ServerContext* context,
                                             const v1::CreateTableRequest* request,
                                             v1::CreateTableResponse* response) {
   const CallGuard call(this);
+  if (grpc::Status allowed =
+          options_.authorizer->Check(*context, Role::kAdmin, "ReplayService.CreateTable");
+      !allowed.ok()) {
+    return allowed;
+  }
   absl::StatusOr<bool> created = CreateTableFromSpec(request->spec());
   if (!created.ok()) return Fail("CreateTable", created.status());
   response->set_created(*created);
   return grpc::Status::OK;
 }
 
-grpc::Status ReplayServiceImpl::DeleteTable(grpc::ServerContext*,
+grpc::Status ReplayServiceImpl::DeleteTable(grpc::ServerContext* context,
                                             const v1::DeleteTableRequest* request,
                                             v1::DeleteTableResponse* response) {
   const CallGuard call(this);
+  if (grpc::Status allowed =
+          options_.authorizer->Check(*context, Role::kAdmin, "ReplayService.DeleteTable");
+      !allowed.ok()) {
+    return allowed;
+  }
   std::shared_ptr<Entry> entry;
   {
     absl::MutexLock lock(&mu_);
@@ -650,9 +660,15 @@ grpc::Status ReplayServiceImpl::Info(grpc::ServerContext*, const v1::ReplayInfoR
   return grpc::Status::OK;
 }
 
-grpc::Status ReplayServiceImpl::Checkpoint(grpc::ServerContext*, const v1::ReplayCheckpointRequest*,
+grpc::Status ReplayServiceImpl::Checkpoint(grpc::ServerContext* context,
+                                           const v1::ReplayCheckpointRequest*,
                                            v1::ReplayCheckpointResponse* response) {
   const CallGuard call(this);
+  if (grpc::Status allowed =
+          options_.authorizer->Check(*context, Role::kAdmin, "ReplayService.Checkpoint");
+      !allowed.ok()) {
+    return allowed;
+  }
   absl::StatusOr<v1::ReplayCheckpointResponse> result = CheckpointNow();
   if (!result.ok()) return Fail("Checkpoint", result.status());
   *response = *std::move(result);

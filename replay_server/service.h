@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/auth.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "engram/v1/replay.pb.h"
 #include "prometheus/counter.h"
@@ -63,6 +64,9 @@ class ReplayServiceImpl final
     CheckpointFn checkpoint;
     // Longest single wait for the rate limiter before cancellation is checked again.
     absl::Duration wait_slice = absl::Milliseconds(100);
+    // CreateTable, DeleteTable and Checkpoint need an `admin` token when it has tokens
+    // (common/auth.h).
+    std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>();
   };
 
   explicit ReplayServiceImpl(Options options);

@@ -7,8 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/auth.h"
 #include "common/server.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -720,6 +722,41 @@ TEST_F(ReplayServiceTest, ExportsLatencyAndErrorMetrics) {
   EXPECT_TRUE(found);
   EXPECT_TRUE(families.count("engram_replay_items")) << "TableMetrics registered per table";
   EXPECT_TRUE(families.count("engram_replay_checkpoint_duration_seconds"));
+}
+
+// With tokens, CreateTable, DeleteTable and Checkpoint need an admin token, sent by the
+// channel (CreateChannel's auth_token) over the server's port; a refused call changes
+// nothing, and data-plane calls need no token.
+TEST_F(ReplayServiceTest, AdministrativeCallsNeedAnAdminToken) {
+  ReplayServiceImpl::Options options;
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer = Authorizer::FromText(
+      "admin-token-0123456789 admin\nsubmit-token-0123456789 submit\n", "tokens");
+  ASSERT_TRUE(authorizer.ok()) << authorizer.status();
+  options.authorizer = *authorizer;
+  StartServer(std::move(options));
+  const std::string target = absl::StrCat("127.0.0.1:", server_->port());
+  auto use_token = [&](const std::string& token) {
+    ChannelOptions channel;
+    channel.auth_token = token;
+    stub_ = v1::ReplayService::NewStub(*CreateChannel(target, channel));
+  };
+  use_token("");
+  grpc::Status status = Create(Spec("t"));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(status.error_message(), HasSubstr("ReplayService.CreateTable needs a bearer token"));
+  use_token("submit-token-0123456789");
+  status = Create(Spec("t"));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("lacks role admin"));
+  EXPECT_THAT(List(), ::testing::IsEmpty());  // nothing was created
+
+  use_token("admin-token-0123456789");
+  ASSERT_TRUE(Create(Spec("t")).ok());
+  use_token("wrong-token-0123456789");
+  EXPECT_EQ(Delete("t").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(List(), ElementsAre("t"));  // still there; listing needs no token
+  use_token("admin-token-0123456789");
+  EXPECT_TRUE(Delete("t").ok());
 }
 
 }  // namespace

@@ -78,6 +78,7 @@ int Fail(const ClientOptions& options, const std::string& what, const grpc::Stat
 std::unique_ptr<v1::ExperimentService::Stub> Stub(const ClientOptions& options) {
   ChannelOptions channel_options;
   channel_options.tls = options.tls;
+  channel_options.auth_token = options.auth_token;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       CreateChannel(options.server, channel_options);
   if (!channel.ok()) {
@@ -316,6 +317,7 @@ int Results(const ClientOptions& options, const std::string& id, const std::stri
 int Health(const ClientOptions& options) {
   ChannelOptions channel_options;
   channel_options.tls = options.tls;
+  channel_options.auth_token = options.auth_token;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       CreateChannel(options.server, channel_options);
   if (!channel.ok()) {

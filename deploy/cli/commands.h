@@ -24,6 +24,9 @@ struct ClientOptions {
   std::string server = "localhost:7800";       // the learner's host:port
   absl::Duration timeout = absl::Seconds(10);  // per unary call
   TlsOptions tls;
+  // Bearer token sent with every call (Submit and Cancel need one where the learner has
+  // --auth_tokens); empty: none.
+  std::string auth_token;
 };
 
 // Reads SPEC (text format), optionally replaces its id, submits it (or validates it only),

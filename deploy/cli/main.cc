@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/auth.h"
 #include "common/process.h"
 #include "common/signals.h"
 #include "deploy/cli/commands.h"
@@ -111,6 +112,7 @@ int Client(const std::vector<std::string>& args) {
   options.timeout = absl::GetFlag(FLAGS_timeout);
   if (options.timeout <= absl::ZeroDuration()) Exit(2, "--timeout: must be > 0");
   options.tls = TlsOptionsFromFlags();
+  options.auth_token = AuthTokenFromFlags();
   const absl::Duration interval = absl::GetFlag(FLAGS_interval);
   if (interval <= absl::ZeroDuration()) Exit(2, "--interval: must be > 0");
   const std::string& command = args[0];
@@ -164,7 +166,7 @@ int Main(int argc, char** argv) {
       InitProcess(argc, argv,
                   {.program = "engram",
                    .usage = kUsage,
-                   .flag_files = {"deploy/cli/main.cc", "common/server.cc"},
+                   .flag_files = {"deploy/cli/main.cc", "common/server.cc", "common/auth.cc"},
                    .allow_positional = true});
   // Before any thread exists, so that Ctrl-C reaches this process's orderly shutdown.
   ShutdownSignal shutdown;
