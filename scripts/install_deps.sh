@@ -22,8 +22,9 @@ packages=(
 )
 if [ "${1:-all}" != "build" ]; then
   packages+=(
-    # tests and benchmarks; the cluster-definition tests (YAML, compose, a real Prometheus)
-    libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev docker-compose prometheus
+    # tests and benchmarks; the cluster-definition tests (YAML, compose, a real Prometheus);
+    # openssl makes the TLS tests' certificates
+    libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev docker-compose prometheus openssl
   )
 fi
 

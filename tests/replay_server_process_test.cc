@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "common/server.h"
 #include "common/subprocess.h"
+#include "common/test_certificates.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -195,6 +196,8 @@ TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
       {{"--no_such_flag=1"}, "--no_such_flag"},
       {{"--shard_index=abc"}, "--shard_index"},
       {{"--address=nonsense"}, "--address"},
+      {{"--auth_tokens=" + (dir_ / "missing_tokens").string()}, "--auth_tokens: cannot read"},
+      {{"--auth_tokens=" + Write("bad_tokens", "short admin\n")}, "bad_tokens:1: token too short"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"--address=127.0.0.1:0", "--metrics_port=-1"};
@@ -205,6 +208,51 @@ TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
         << c.args[0] << ": " << child->ReadStderr();
     EXPECT_THAT(child->ReadStderr(), HasSubstr(c.expected)) << c.args[0];
   }
+}
+
+// The process's --tls_* flags (mutual TLS) and --auth_tokens together: a client with a
+// certificate from the CA and the admin token creates a table; one without a certificate
+// cannot connect; one without the token is UNAUTHENTICATED and creates nothing.
+TEST_F(ReplayServerProcessTest, MutualTlsAndTokensByFlags) {
+  if (!MakeTestCertificates(dir_.string())) GTEST_SKIP() << "openssl is not installed";
+  auto file = [&](const char* name) { return (dir_ / name).string(); };
+  const std::string tokens = Write("tokens", "admin-token-0123456789 admin\n");
+  std::vector<std::string> args = ServerArgs();
+  args.push_back("--tls_cert=" + file("server.pem"));
+  args.push_back("--tls_key=" + file("server.key"));
+  args.push_back("--tls_ca=" + file("ca.pem"));
+  args.push_back("--auth_tokens=" + tokens);
+  auto server = Start(args);
+  ASSERT_NE(server, nullptr);
+  std::string address = server->WaitForLine(kListening, absl::Seconds(20)).value_or("");
+  ASSERT_FALSE(address.empty());
+  address = absl::StrCat("localhost", address.substr(address.rfind(':')));
+  address = std::string(absl::StripAsciiWhitespace(address));
+  auto create = [&](const TlsOptions& tls, const std::string& token) {
+    ChannelOptions options;
+    options.tls = tls;
+    options.auth_token = token;
+    auto stub = v1::ReplayService::NewStub(*CreateChannel(address, options));
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::CreateTableRequest request;
+    request.mutable_spec()->set_name("extra");
+    request.mutable_spec()->set_selector(v1::SELECTOR_UNIFORM);
+    request.mutable_spec()->set_max_size(10);
+    v1::CreateTableResponse response;
+    return stub->CreateTable(&context, request, &response).error_code();
+  };
+  const TlsOptions client{
+      .cert_file = file("client.pem"), .key_file = file("client.key"), .ca_file = file("ca.pem")};
+  EXPECT_EQ(create({}, "admin-token-0123456789"), grpc::StatusCode::UNAVAILABLE);  // plaintext
+  EXPECT_EQ(create({.ca_file = file("ca.pem")}, "admin-token-0123456789"),
+            grpc::StatusCode::UNAVAILABLE);  // no client certificate
+  EXPECT_EQ(create(client, ""), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(create(client, "admin-token-0123456789"), grpc::StatusCode::OK);
+  server->Signal(SIGTERM);
+  absl::StatusOr<int> code = server->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0);
 }
 
 }  // namespace
