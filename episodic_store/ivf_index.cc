@@ -258,9 +258,7 @@ class TopK {
 class IvfIndex final : public KnnIndex {
  public:
   IvfIndex(int dim, int64_t capacity, const IvfOptions& options)
-      : dim_(dim), capacity_(capacity), options_(options) {
-    keys_.reserve(static_cast<size_t>(std::min<int64_t>(capacity, 4096)) * dim);
-  }
+      : dim_(dim), capacity_(capacity), options_(options) {}
 
   // A key written once the index is trained waits in `pending_` (searched exactly) until
   // kCoarseChunk have gathered, and is then assigned to its list together with the others:

@@ -58,9 +58,20 @@ template <typename T>
 bool GetVector(std::istream& in, std::vector<T>* values, uint64_t max_size) {
   uint64_t size = 0;
   if (!Get(in, &size) || size > max_size) return false;
-  values->resize(size);
-  return static_cast<bool>(in.read(reinterpret_cast<char*>(values->data()),
-                                   static_cast<std::streamsize>(size * sizeof(T))));
+  // Grown as the data arrives, so that a damaged size cannot make it allocate more than
+  // the stream holds (plus one chunk).
+  constexpr uint64_t kChunk = uint64_t{1} << 20;
+  values->clear();
+  for (uint64_t done = 0; done < size;) {
+    const uint64_t n = std::min(kChunk, size - done);
+    values->resize(done + n);
+    if (!in.read(reinterpret_cast<char*>(values->data() + done),
+                 static_cast<std::streamsize>(n * sizeof(T)))) {
+      return false;
+    }
+    done += n;
+  }
+  return true;
 }
 
 }  // namespace

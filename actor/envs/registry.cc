@@ -199,7 +199,8 @@ absl::StatusOr<std::unique_ptr<Env>> MakeEnv(absl::string_view name, const EnvOp
     return absl::InvalidArgumentError(absl::StrCat("unknown environment \"", name,
                                                    "\"; registered: ", absl::StrJoin(names, ", ")));
   }
-  for (const auto& [key, value] : options) {
+  for (const auto& entry : options) {
+    const auto& key = entry.first;  // a structured binding cannot be captured in C++17
     const auto& known = found->info.options;
     if (std::none_of(known.begin(), known.end(),
                      [&](const EnvOptionInfo& o) { return o.name == key; })) {
