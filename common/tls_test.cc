@@ -3,6 +3,8 @@
 // certificate for localhost / 127.0.0.1, a client certificate from the same CA, and a
 // client certificate from another CA. Skipped where openssl is not installed.
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -21,10 +23,18 @@ namespace fs = std::filesystem;
 class TlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new fs::path(fs::path(::testing::TempDir()) / "engram_tls_test");
+    // One directory per process: ctest runs each test as its own process, in parallel.
+    dir_ =
+        new fs::path(fs::path(::testing::TempDir()) / absl::StrCat("engram_tls_test_", getpid()));
     fs::remove_all(*dir_);
     fs::create_directories(*dir_);
     have_openssl_ = MakeTestCertificates(dir_->string());
+  }
+
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+    dir_ = nullptr;
   }
 
   void SetUp() override {

@@ -25,8 +25,22 @@ constexpr int64_t kGrowth = 4;
 constexpr int64_t kCoarseChunk = 64;
 
 // 16 floats as one value: one zmm register with AVX-512, two ymm with AVX2, four xmm
-// otherwise. aligned(4): blocks live in std::vector<float>.
-using Lanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(4), may_alias));
+// otherwise.
+using Lanes = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+// Unaligned loads and stores of 16 lanes (std::vector<float> data is 16-byte aligned; clang
+// ignores a reduced alignment on vector typedefs).
+#define ENGRAM_LOAD(p)                         \
+  ({                                           \
+    Lanes loaded_;                             \
+    std::memcpy(&loaded_, (p), sizeof(Lanes)); \
+    loaded_;                                   \
+  })
+#define ENGRAM_STORE(p, v)                     \
+  do {                                         \
+    const Lanes stored_ = (v);                 \
+    std::memcpy((p), &stored_, sizeof(Lanes)); \
+  } while (0)
 
 // Runtime-dispatched clones (an ifunc picks one at load time): Debian builds for baseline
 // x86-64, and these loops are where search time goes.
@@ -50,24 +64,23 @@ void ScoreBlocks(const float* q, int dim, const float* data, const float* norms,
     Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
     for (int d = 0; d < dim; ++d) {
       const float qd = q[d];
-      a0 += *reinterpret_cast<const Lanes*>(x + d * kLanes) * qd;
-      a1 += *reinterpret_cast<const Lanes*>(x + stride + d * kLanes) * qd;
-      a2 += *reinterpret_cast<const Lanes*>(x + 2 * stride + d * kLanes) * qd;
-      a3 += *reinterpret_cast<const Lanes*>(x + 3 * stride + d * kLanes) * qd;
+      a0 += ENGRAM_LOAD(x + d * kLanes) * qd;
+      a1 += ENGRAM_LOAD(x + stride + d * kLanes) * qd;
+      a2 += ENGRAM_LOAD(x + 2 * stride + d * kLanes) * qd;
+      a3 += ENGRAM_LOAD(x + 3 * stride + d * kLanes) * qd;
     }
-    const Lanes* n = reinterpret_cast<const Lanes*>(norms + b * kLanes);
-    Lanes* s = reinterpret_cast<Lanes*>(scores + b * kLanes);
-    s[0] = n[0] - 2 * a0;
-    s[1] = n[1] - 2 * a1;
-    s[2] = n[2] - 2 * a2;
-    s[3] = n[3] - 2 * a3;
+    const float* n = norms + b * kLanes;
+    float* s = scores + b * kLanes;
+    ENGRAM_STORE(s, ENGRAM_LOAD(n) - 2 * a0);
+    ENGRAM_STORE(s + kLanes, ENGRAM_LOAD(n + kLanes) - 2 * a1);
+    ENGRAM_STORE(s + 2 * kLanes, ENGRAM_LOAD(n + 2 * kLanes) - 2 * a2);
+    ENGRAM_STORE(s + 3 * kLanes, ENGRAM_LOAD(n + 3 * kLanes) - 2 * a3);
   }
   for (; b < blocks; ++b) {
     const float* x = data + b * stride;
     Lanes a = {};
-    for (int d = 0; d < dim; ++d) a += *reinterpret_cast<const Lanes*>(x + d * kLanes) * q[d];
-    *reinterpret_cast<Lanes*>(scores + b * kLanes) =
-        *reinterpret_cast<const Lanes*>(norms + b * kLanes) - 2 * a;
+    for (int d = 0; d < dim; ++d) a += ENGRAM_LOAD(x + d * kLanes) * q[d];
+    ENGRAM_STORE(scores + b * kLanes, ENGRAM_LOAD(norms + b * kLanes) - 2 * a);
   }
 }
 
@@ -81,29 +94,29 @@ void ScoreBlocksMany(const float* queries, int64_t n, int dim, const float* data
   const int64_t row_length = blocks * kLanes;
   for (int64_t b = 0; b < blocks; ++b) {
     const float* x = data + b * stride;
-    const Lanes norm = *reinterpret_cast<const Lanes*>(norms + b * kLanes);
+    const Lanes norm = ENGRAM_LOAD(norms + b * kLanes);
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
       const float* q = queries + i * dim;
       Lanes a0 = {}, a1 = {}, a2 = {}, a3 = {};
       for (int d = 0; d < dim; ++d) {
-        const Lanes row = *reinterpret_cast<const Lanes*>(x + d * kLanes);
+        const Lanes row = ENGRAM_LOAD(x + d * kLanes);
         a0 += row * q[d];
         a1 += row * q[dim + d];
         a2 += row * q[2 * dim + d];
         a3 += row * q[3 * dim + d];
       }
       float* s = scores + i * row_length + b * kLanes;
-      *reinterpret_cast<Lanes*>(s) = norm - 2 * a0;
-      *reinterpret_cast<Lanes*>(s + row_length) = norm - 2 * a1;
-      *reinterpret_cast<Lanes*>(s + 2 * row_length) = norm - 2 * a2;
-      *reinterpret_cast<Lanes*>(s + 3 * row_length) = norm - 2 * a3;
+      ENGRAM_STORE(s, norm - 2 * a0);
+      ENGRAM_STORE(s + row_length, norm - 2 * a1);
+      ENGRAM_STORE(s + 2 * row_length, norm - 2 * a2);
+      ENGRAM_STORE(s + 3 * row_length, norm - 2 * a3);
     }
     for (; i < n; ++i) {
       const float* q = queries + i * dim;
       Lanes a = {};
-      for (int d = 0; d < dim; ++d) a += *reinterpret_cast<const Lanes*>(x + d * kLanes) * q[d];
-      *reinterpret_cast<Lanes*>(scores + i * row_length + b * kLanes) = norm - 2 * a;
+      for (int d = 0; d < dim; ++d) a += ENGRAM_LOAD(x + d * kLanes) * q[d];
+      ENGRAM_STORE(scores + i * row_length + b * kLanes, norm - 2 * a);
     }
   }
 }
@@ -489,7 +502,7 @@ class IvfIndex final : public KnnIndex {
   std::vector<Where> where_;           // each slot's list and position in it (once trained)
   std::vector<int64_t> pending_;       // slots written since the last assignment (< 64)
   std::vector<float> pending_points_;  // their keys, gathered (scratch)
-  BlockList centroids_;         // empty until trained; ids are list numbers
+  BlockList centroids_;                // empty until trained; ids are list numbers
   std::vector<BlockList> lists_;
   int64_t sum_squared_sizes_ = 0;
   int64_t size_at_training_ = 0;

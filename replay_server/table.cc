@@ -471,8 +471,9 @@ void Table::PickOrderedLocked(int n, bool newest_first, std::vector<uint32_t>* o
 
 absl::Status Table::Sample(int batch_size, double beta, absl::Time deadline,
                            v1::SampleResponse* out) {
-  if (batch_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
+  if (batch_size < 1 || batch_size > kMaxSampleBatch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch_size must be in [1, ", kMaxSampleBatch, "], got ", batch_size));
   }
   if (!(beta >= 0 && beta <= 1)) {
     return absl::InvalidArgumentError(

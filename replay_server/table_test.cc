@@ -369,6 +369,10 @@ TEST(TableTest, BadSampleArguments) {
   Fill(*table, 5);
   v1::SampleResponse response;
   EXPECT_EQ(table->Sample(0, 1, kNow, &response).code(), absl::StatusCode::kInvalidArgument);
+  // A huge batch is refused before anything is allocated for it (found by fuzzing).
+  absl::Status huge = table->Sample(590'000'000, 1, kNow, &response);
+  EXPECT_EQ(huge.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(huge.message(), HasSubstr("batch_size must be in [1, 16384]"));
   EXPECT_EQ(table->Sample(1, 1.5, kNow, &response).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(table->Sample(1, std::nan(""), kNow, &response).code(),
             absl::StatusCode::kInvalidArgument);
