@@ -52,7 +52,6 @@ class HnswIndex final : public KnnIndex {
  public:
   HnswIndex(int dim, int64_t capacity, const HnswOptions& options)
       : dim_(dim),
-        options_(options),
         space_(dim),
         hnsw_(&space_, static_cast<size_t>(capacity), options.m, options.ef_construction),
         keys_(static_cast<size_t>(capacity) * dim) {
@@ -89,7 +88,6 @@ class HnswIndex final : public KnnIndex {
 
  private:
   const int dim_;
-  const HnswOptions options_;
   hnswlib::L2Space space_;
   hnswlib::HierarchicalNSW<float> hnsw_;
   std::vector<float> keys_;
