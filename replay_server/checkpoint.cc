@@ -4,7 +4,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,6 +28,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "replay_server/checkpoint.pb.h"
+#include "replay_server/record_io.h"
 
 namespace engram::replay {
 namespace {
@@ -58,30 +58,12 @@ constexpr size_t kRecordOverhead = kRecordPrefix + 4;
 constexpr size_t kChunkSize = size_t{8} << 20;
 constexpr size_t kIoBufferSize = size_t{1} << 20;
 
-void PutU32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
-}
-void PutU64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i)
-    v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
-}
-
-uint32_t Crc(uint32_t crc, const char* data, size_t n) {
-  return static_cast<uint32_t>(crc32_z(crc, reinterpret_cast<const Bytef*>(data), n));
-}
-
-std::string ErrnoText(int err) { return std::error_code(err, std::generic_category()).message(); }
+using record_io::Crc;
+using record_io::ErrnoText;
+using record_io::GetU32;
+using record_io::GetU64;
+using record_io::PutU32;
+using record_io::PutU64;
 
 absl::Status IoError(absl::string_view what, const std::string& path, int err) {
   return absl::InternalError(absl::StrCat("checkpoint: ", what, " ", path, ": ", ErrnoText(err)));
@@ -800,6 +782,7 @@ absl::StatusOr<checkpoint::Manifest> ReadManifest(const std::string& dir) {
     return corrupt(absl::StrCat("unsupported format version ", m.format_version(),
                                 " (this build reads ", kCheckpointFormatVersion, ")"));
   }
+  if (m.wal_segment() < 0) return corrupt(absl::StrCat("wal_segment ", m.wal_segment(), " < 0"));
   absl::flat_hash_set<std::string> names;
   for (const checkpoint::ManifestTable& t : m.tables()) {
     if (!ValidTableName(t.name())) {
@@ -823,7 +806,7 @@ absl::StatusOr<checkpoint::Manifest> ReadManifest(const std::string& dir) {
 
 absl::StatusOr<CheckpointInfo> WriteCheckpoint(const std::string& root_dir,
                                                const std::vector<std::shared_ptr<Table>>& tables,
-                                               int32_t shard_index, int keep) {
+                                               int32_t shard_index, int keep, int64_t wal_segment) {
   const absl::Time start = absl::Now();
   if (keep < 1) {
     return absl::InvalidArgumentError(absl::StrCat("checkpoint: keep must be >= 1, got ", keep));
@@ -883,6 +866,7 @@ absl::StatusOr<CheckpointInfo> WriteCheckpoint(const std::string& root_dir,
   manifest.set_shard_index(shard_index);
   manifest.set_time_unix_micros(absl::ToUnixMicros(time));
   manifest.set_time(absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", time, absl::UTCTimeZone()));
+  manifest.set_wal_segment(wal_segment);
   for (const auto& table : tables) {
     absl::Duration pause;
     ENGRAM_RETURN_IF_ERROR(WriteTableFile(temp, *table, manifest.add_tables(), &pause));
@@ -946,6 +930,11 @@ absl::StatusOr<std::vector<std::unique_ptr<Table>>> LoadCheckpoint(
     tables.push_back(std::move(table));
   }
   return tables;
+}
+
+absl::StatusOr<int64_t> CheckpointWalSegment(const std::string& path) {
+  ENGRAM_ASSIGN_OR_RETURN(const checkpoint::Manifest manifest, ReadManifest(path));
+  return manifest.wal_segment();
 }
 
 absl::StatusOr<std::string> LatestCheckpoint(const std::string& root_dir) {

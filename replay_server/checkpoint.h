@@ -8,8 +8,10 @@
 //
 //   <root_dir>/ckpt-<UTC yyyymmddThhmmss.ffffffZ>-shard<k>/   a complete checkpoint
 //       MANIFEST          text proto (engram.replay.checkpoint.Manifest, checkpoint.proto):
-//                         format_version, shard_index, time, and per table: name, file,
-//                         items, bytes (file size) and crc32 (zlib crc32 of the whole file)
+//                         format_version, shard_index, time, wal_segment (the first
+//                         write-ahead log segment not in the checkpoint, wal.h), and per
+//                         table: name, file, items, bytes (file size) and crc32 (zlib crc32
+//                         of the whole file)
 //       <name>.table      one file per table (below)
 //   <root_dir>/.tmp-ckpt-<time>-shard<k>-<pid>-<n>/           a checkpoint being written
 //
@@ -100,10 +102,16 @@ struct CheckpointInfo {
 // same name; INTERNAL naming the file or directory on I/O errors; RESOURCE_EXHAUSTED when
 // memory for a table's snapshot cannot be mapped. On error the temporary directory is
 // removed and nothing else changes.
+// `wal_segment` goes into the MANIFEST (see above; 0 without a log).
 // `tables` must not contain null pointers.
 absl::StatusOr<CheckpointInfo> WriteCheckpoint(const std::string& root_dir,
                                                const std::vector<std::shared_ptr<Table>>& tables,
-                                               int32_t shard_index, int keep = 3);
+                                               int32_t shard_index, int keep = 3,
+                                               int64_t wal_segment = 0);
+
+// The MANIFEST's wal_segment of the checkpoint directory `path`: the first log segment to
+// replay after loading it. Errors as LoadCheckpoint's for the MANIFEST.
+absl::StatusOr<int64_t> CheckpointWalSegment(const std::string& path);
 
 // Reads and fully validates the checkpoint directory `path`, returning freshly created
 // tables (in MANIFEST order) holding the same items (keys, priorities, payloads, times

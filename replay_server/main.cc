@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "replay_server/checkpoint.h"
 #include "replay_server/service.h"
 #include "replay_server/table.h"
+#include "replay_server/wal.h"
 
 ABSL_FLAG(std::string, address, "0.0.0.0:7700",
           "host:port to serve gRPC on. Port 0 picks a free port. Once serving, the process "
@@ -62,9 +64,19 @@ ABSL_FLAG(absl::Duration, checkpoint_every, absl::ZeroDuration(),
           "= only on request and at shutdown. Needs --checkpoint_dir.");
 ABSL_FLAG(int32_t, checkpoint_keep, 3,
           "Checkpoints of this shard kept in --checkpoint_dir, >= 1; older ones are deleted.");
+ABSL_FLAG(std::string, durability, "none",
+          "What an acknowledged insert survives. `none` (default): memory only; checkpoints "
+          "are written on request, at shutdown and every --checkpoint_every when "
+          "--checkpoint_dir is set. `checkpoint`: the same, but --checkpoint_dir and "
+          "--checkpoint_every are required; a crash loses the inserts since the last "
+          "checkpoint. `log`: a write-ahead log in <checkpoint_dir>/wal-shard<k>; every insert "
+          "request is fsync'd (concurrent ones share an fsync) before it is acknowledged, so a "
+          "crash (kill -9) loses nothing acknowledged; needs --checkpoint_dir, and checkpoints "
+          "every --checkpoint_every (10m when not given) bound the log's size.");
 ABSL_FLAG(bool, restore, true,
           "At start, restore every table from the newest checkpoint in --checkpoint_dir if "
-          "there is one (default true; --norestore starts empty).");
+          "there is one, then (--durability=log) replay the write-ahead log (default true; "
+          "--norestore starts empty and moves an existing log aside).");
 ABSL_FLAG(int32_t, max_insert_batch, 4096,
           "Most items one InsertRequest may carry, >= 1. A larger request ends its stream with "
           "RESOURCE_EXHAUSTED.");
@@ -150,12 +162,13 @@ std::string Describe(const v1::ReplayCheckpointResponse& checkpoint) {
                       " bytes)");
 }
 
-// Restores the newest checkpoint under `dir` into `service`, if there is one.
-void Restore(const std::string& dir, int32_t shard_index, ReplayServiceImpl& service) {
+// Restores the newest checkpoint under `dir` into `service`, if there is one, and returns
+// its path ("" when there is none).
+std::string Restore(const std::string& dir, int32_t shard_index, ReplayServiceImpl& service) {
   absl::StatusOr<std::string> latest = LatestCheckpoint(dir);
   if (absl::IsNotFound(latest.status())) {
-    Log(absl::StrCat("no checkpoint in ", dir, "; starting empty"));
-    return;
+    Log(absl::StrCat("no checkpoint in ", dir));
+    return "";
   }
   if (!latest.ok()) Exit(1, absl::StrCat("restore: ", latest.status().message()));
   // Another shard's checkpoint would silently mix shards' data.
@@ -181,6 +194,52 @@ void Restore(const std::string& dir, int32_t shard_index, ReplayServiceImpl& ser
   }
   Log(absl::StrCat("restored ", count, " tables, ", items, " items from ", *latest, " in ",
                    absl::FormatDuration(absl::Now() - start)));
+  return *latest;
+}
+
+// Replays the write-ahead log in `wal_dir` after `checkpoint` (a path, or "" for none) into
+// `service`; returns the next free segment.
+int64_t ReplayLog(const std::string& wal_dir, const std::string& checkpoint,
+                  ReplayServiceImpl& service) {
+  int64_t from = 0;
+  if (!checkpoint.empty()) {
+    absl::StatusOr<int64_t> segment = CheckpointWalSegment(checkpoint);
+    if (!segment.ok()) Exit(1, absl::StrCat("restore: ", segment.status().ToString()));
+    from = *segment;
+  }
+  const absl::Time start = absl::Now();
+  absl::StatusOr<WalReplayInfo> info =
+      ReplayWal(wal_dir, from, [&service](WalRecord type, absl::string_view payload) {
+        return service.ApplyLogRecord(type, payload);
+      });
+  if (!info.ok()) {
+    Exit(1, absl::StrCat("replaying the write-ahead log: ", info.status().ToString(),
+                         " (--norestore starts empty)"));
+  }
+  int64_t items = 0;
+  for (const std::shared_ptr<Table>& table : service.Tables()) items += table->size();
+  Log(absl::StrCat("replayed ", info->records, " write-ahead log records from ", info->segments,
+                   " segments (from segment ", from, ") in ",
+                   absl::FormatDuration(absl::Now() - start), "; ", items, " items in ",
+                   service.Tables().size(), " tables now"));
+  if (info->truncated_bytes > 0 || !info->truncated_file.empty()) {
+    Log(absl::StrCat("cut ", info->truncated_bytes, " bytes of an unacknowledged torn write off ",
+                     info->truncated_file));
+  }
+  return info->next_segment;
+}
+
+// Moves a write-ahead log that will not be replayed out of the way (so that a later
+// recovery never mixes it with newer state), keeping it for inspection.
+void SetLogAside(const std::string& wal_dir, const char* why) {
+  std::error_code ec;
+  if (!std::filesystem::exists(wal_dir, ec)) return;
+  const std::string aside = absl::StrCat(
+      wal_dir, ".set-aside-", absl::FormatTime("%Y%m%dT%H%M%SZ", absl::Now(), absl::UTCTimeZone()));
+  std::filesystem::rename(wal_dir, aside, ec);
+  if (ec)
+    Exit(1, absl::StrCat("cannot move the write-ahead log ", wal_dir, " aside: ", ec.message()));
+  Log(absl::StrCat("moved the write-ahead log ", wal_dir, " to ", aside, " (", why, ")"));
 }
 
 int Run(int argc, char** argv) {
@@ -210,7 +269,8 @@ int Run(int argc, char** argv) {
   }
   const int32_t max_insert_batch = absl::GetFlag(FLAGS_max_insert_batch);
   const std::string checkpoint_dir = absl::GetFlag(FLAGS_checkpoint_dir);
-  const absl::Duration checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  absl::Duration checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  const std::string durability = absl::GetFlag(FLAGS_durability);
   const int32_t checkpoint_keep = absl::GetFlag(FLAGS_checkpoint_keep);
   if (shard_index < 0) Exit(2, absl::StrCat("--shard_index: must be >= 0, got ", shard_index));
   if (max_insert_batch < 1) {
@@ -226,6 +286,25 @@ int Run(int argc, char** argv) {
   if (checkpoint_keep < 1) {
     Exit(2, absl::StrCat("--checkpoint_keep: must be >= 1, got ", checkpoint_keep));
   }
+  if (durability != "none" && durability != "checkpoint" && durability != "log") {
+    Exit(2,
+         absl::StrCat("--durability: expected none, checkpoint or log, got \"", durability, "\""));
+  }
+  if (durability != "none" && checkpoint_dir.empty()) {
+    Exit(2, absl::StrCat("--durability=", durability, ": needs --checkpoint_dir"));
+  }
+  if (durability == "checkpoint" && checkpoint_every == absl::ZeroDuration()) {
+    Exit(2, "--durability=checkpoint: needs --checkpoint_every (e.g. 10m)");
+  }
+  if (durability == "log" && checkpoint_every == absl::ZeroDuration()) {
+    checkpoint_every = absl::Minutes(10);
+  }
+  const bool logged = durability == "log";
+  const std::string wal_dir =
+      checkpoint_dir.empty()
+          ? ""
+          : (std::filesystem::path(checkpoint_dir) / absl::StrCat("wal-shard", shard_index))
+                .string();
   const std::string address = absl::GetFlag(FLAGS_address);
   const std::string host = SplitAddress(address).first;
   const std::vector<ConfiguredTable> configured = TablesFromFlags();
@@ -237,29 +316,73 @@ int Run(int argc, char** argv) {
   if (!metrics.ok()) Exit(1, absl::StrCat("--metrics_port: ", metrics.status().message()));
   if ((*metrics)->port() >= 0) Log(absl::StrCat("metrics on port ", (*metrics)->port()));
 
+  // Declared before the service, which calls it from checkpoints, so that it outlives it.
+  std::unique_ptr<WriteAheadLog> wal;
   ReplayServiceImpl::Options options;
   options.shard_index = shard_index;
   options.max_insert_batch = max_insert_batch;
   options.registry = &(*metrics)->registry();
   options.authorizer = AuthorizerFromFlags();
   if (!checkpoint_dir.empty()) {
-    options.checkpoint = [checkpoint_dir, shard_index,
-                          checkpoint_keep](const std::vector<std::shared_ptr<Table>>& tables)
+    options.checkpoint = [checkpoint_dir, shard_index, checkpoint_keep,
+                          &wal](const std::vector<std::shared_ptr<Table>>& tables)
         -> absl::StatusOr<v1::ReplayCheckpointResponse> {
-      ENGRAM_ASSIGN_OR_RETURN(CheckpointInfo info, WriteCheckpoint(checkpoint_dir, tables,
-                                                                   shard_index, checkpoint_keep));
+      // Later records go to a new segment; the checkpoint holds everything before it.
+      int64_t segment = 0;
+      if (wal != nullptr) {
+        ENGRAM_ASSIGN_OR_RETURN(segment, wal->Rotate());
+      }
+      ENGRAM_ASSIGN_OR_RETURN(
+          CheckpointInfo info,
+          WriteCheckpoint(checkpoint_dir, tables, shard_index, checkpoint_keep, segment));
+      if (wal != nullptr) {
+        if (absl::Status dropped = wal->DropBefore(segment); !dropped.ok()) {
+          Log(absl::StrCat("warning: ", dropped.message()));
+        }
+      }
       return ToResponse(info);
     };
   }
   ReplayServiceImpl service(std::move(options));
 
-  if (!checkpoint_dir.empty() && absl::GetFlag(FLAGS_restore)) {
-    Restore(checkpoint_dir, shard_index, service);
+  const bool restore = !checkpoint_dir.empty() && absl::GetFlag(FLAGS_restore);
+  std::error_code ec;
+  const bool log_exists = !wal_dir.empty() && std::filesystem::exists(wal_dir, ec);
+  int64_t next_segment = 0;
+  if (restore) {
+    const std::string restored = Restore(checkpoint_dir, shard_index, service);
+    // A log left by an earlier --durability=log run holds acknowledged items: replay it
+    // whatever this run's mode.
+    if (log_exists) next_segment = ReplayLog(wal_dir, restored, service);
+  } else if (log_exists) {
+    SetLogAside(wal_dir, "--norestore");
+  }
+  if (logged) {
+    absl::StatusOr<std::unique_ptr<WriteAheadLog>> opened =
+        WriteAheadLog::Open(wal_dir, next_segment, WalMetrics::Create((*metrics)->registry()));
+    if (!opened.ok()) Exit(1, absl::StrCat("--durability=log: ", opened.status().message()));
+    wal = *std::move(opened);
+    service.AttachLog(wal.get());
+    Log(absl::StrCat("durable: inserts are acknowledged once in the write-ahead log ", wal_dir,
+                     " (segment ", wal->stats().segment, "); checkpoints every ",
+                     absl::FormatDuration(checkpoint_every)));
   }
   for (const ConfiguredTable& table : configured) {
     absl::StatusOr<bool> created = service.CreateTableFromSpec(table.spec);
     if (!created.ok()) Exit(2, absl::StrCat(table.where, ": ", created.status().message()));
     Log(absl::StrCat(*created ? "created" : "kept restored", " table \"", table.spec.name(), "\""));
+  }
+  // A checkpoint of the starting state where the newest one on disk is not it: after
+  // --norestore in log mode (a crash must not bring back the old checkpoint), and after
+  // replaying a log that this mode will not keep.
+  if ((logged && !restore) || (!logged && restore && log_exists)) {
+    absl::StatusOr<v1::ReplayCheckpointResponse> checkpoint = service.CheckpointNow();
+    if (!checkpoint.ok()) {
+      Exit(1, absl::StrCat("checkpoint of the starting state failed: ",
+                           checkpoint.status().ToString()));
+    }
+    Log(absl::StrCat("checkpoint of the starting state written: ", Describe(*checkpoint)));
+    if (!logged) SetLogAside(wal_dir, "replayed and checkpointed; not --durability=log");
   }
 
   ServerOptions server_options;

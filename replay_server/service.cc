@@ -398,10 +398,66 @@ absl::StatusOr<bool> ReplayServiceImpl::CreateTableFromSpec(const v1::TableSpec&
   // Allocating a large table takes a while; other calls need not wait for it.
   ENGRAM_ASSIGN_OR_RETURN(std::unique_ptr<Table> table,
                           Table::Create(spec, MetricsFor(spec.name())));
-  absl::MutexLock lock(&mu_);
-  if (auto answer = existing()) return *answer;  // created concurrently
-  ENGRAM_RETURN_IF_ERROR(AddLocked(std::move(table)));
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto answer = existing()) return *answer;  // created concurrently
+    ENGRAM_RETURN_IF_ERROR(AddLocked(std::move(table)));
+  }
+  ENGRAM_RETURN_IF_ERROR(LogTableSpec(spec));
   return true;
+}
+
+absl::Status ReplayServiceImpl::LogTableSpec(const v1::TableSpec& spec) {
+  if (wal_ == nullptr) return absl::OkStatus();
+  return wal_->Append(WalRecord::kCreateTable, spec.SerializeAsString());
+}
+
+absl::Status ReplayServiceImpl::ApplyLogRecord(WalRecord type, absl::string_view payload) {
+  switch (type) {
+    case WalRecord::kInsert: {
+      v1::InsertRequest request;
+      if (!request.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        return absl::DataLossError("insert record does not parse");
+      }
+      ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<Entry> entry, Find(request.table()));
+      return entry->table->InsertRecovered(request.mutable_items()).status();
+    }
+    case WalRecord::kCreateTable: {
+      v1::TableSpec spec;
+      if (!spec.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        return absl::DataLossError("create-table record does not parse");
+      }
+      return CreateTableFromSpec(spec).status();
+    }
+    case WalRecord::kDeleteTable: {
+      absl::StatusOr<int64_t> deleted = DeleteTableNamed(std::string(payload));
+      return absl::IsNotFound(deleted.status()) ? absl::OkStatus() : deleted.status();
+    }
+  }
+  return absl::DataLossError(absl::StrCat("unknown record type ", static_cast<int>(type)));
+}
+
+absl::StatusOr<int64_t> ReplayServiceImpl::DeleteTableNamed(const std::string& name) {
+  std::shared_ptr<Entry> entry;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!closed_.ok()) return closed_;
+    auto it = tables_.find(name);
+    if (it == tables_.end()) {
+      return name.empty() ? absl::InvalidArgumentError("delete: name is required")
+                          : absl::NotFoundError(absl::StrCat("table \"", name, "\" not found"));
+    }
+    // Logged first: a deletion that is not durable does not happen.
+    if (wal_ != nullptr) ENGRAM_RETURN_IF_ERROR(wal_->Append(WalRecord::kDeleteTable, name));
+    entry = std::move(it->second);
+    tables_.erase(it);
+    const absl::Status deleted =
+        absl::NotFoundError(absl::StrCat("table \"", name, "\" was deleted"));
+    entry->table->Close(deleted);
+    for (SampleStream* stream : entry->streams) stream->TableClosed(deleted);
+  }
+  // Closed: nothing is added or removed any more, so this is what the table held.
+  return entry->table->size();
 }
 
 absl::Status ReplayServiceImpl::AdoptTable(std::unique_ptr<Table> table) {
@@ -537,26 +593,9 @@ grpc::Status ReplayServiceImpl::DeleteTable(grpc::ServerContext* context,
       !allowed.ok()) {
     return allowed;
   }
-  std::shared_ptr<Entry> entry;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!closed_.ok()) return Fail("DeleteTable", closed_);
-    auto it = tables_.find(request->name());
-    if (it == tables_.end()) {
-      return Fail("DeleteTable", request->name().empty()
-                                     ? absl::InvalidArgumentError("delete: name is required")
-                                     : absl::NotFoundError(absl::StrCat("table \"", request->name(),
-                                                                        "\" not found")));
-    }
-    entry = std::move(it->second);
-    tables_.erase(it);
-    const absl::Status deleted =
-        absl::NotFoundError(absl::StrCat("table \"", request->name(), "\" was deleted"));
-    entry->table->Close(deleted);
-    for (SampleStream* stream : entry->streams) stream->TableClosed(deleted);
-  }
-  // Closed: nothing is added or removed any more, so this is what the table held.
-  response->set_items_removed(entry->table->size());
+  absl::StatusOr<int64_t> removed = DeleteTableNamed(request->name());
+  if (!removed.ok()) return Fail("DeleteTable", removed.status());
+  response->set_items_removed(*removed);
   return grpc::Status::OK;
 }
 
@@ -581,6 +620,7 @@ grpc::Status ReplayServiceImpl::Insert(
   arena_options.initial_block_size = kInsertArenaBlock;
   google::protobuf::Arena arena(arena_options);
   v1::InsertResponse response;
+  std::string record;  // the request as logged (durable mode)
   while (true) {
     arena.Reset();
     v1::InsertRequest& request = *google::protobuf::Arena::CreateMessage<v1::InsertRequest>(&arena);
@@ -600,6 +640,8 @@ grpc::Status ReplayServiceImpl::Insert(
     for (const v1::Item& item : request.items()) response.add_keys(item.key());
 
     const absl::Time start = absl::Now();
+    // Serialized before Table::Insert, which moves the payloads out of the request.
+    if (wal_ != nullptr) request.SerializeToString(&record);
     Table& table = *(*entry)->table;
     std::optional<absl::Status> stored =
         WaitInSlices(deadline, options_.wait_slice, cancelled, [&](absl::Time slice_deadline) {
@@ -610,6 +652,13 @@ grpc::Status ReplayServiceImpl::Insert(
                                 "insert: the call was cancelled while the rate limiter waited"));
     }
     if (!stored->ok()) return Fail("Insert", *stored);
+    // Applied first, then logged (see wal.h): the ack below means the items are on disk.
+    // Duplicates are logged too, so that a request resent after a failed log write is.
+    if (wal_ != nullptr) {
+      if (absl::Status logged = wal_->Append(WalRecord::kInsert, record); !logged.ok()) {
+        return Fail("Insert", logged);
+      }
+    }
     if ((*entry)->insert_latency != nullptr) {
       (*entry)->insert_latency->Observe(absl::ToDoubleSeconds(absl::Now() - start));
     }

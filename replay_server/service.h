@@ -41,6 +41,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "replay_server/table.h"
+#include "replay_server/wal.h"
 
 namespace engram::replay {
 
@@ -97,6 +98,17 @@ class ReplayServiceImpl final
   // Blocks while writing.
   absl::StatusOr<v1::ReplayCheckpointResponse> CheckpointNow(bool wait_for_running = false)
       ABSL_LOCKS_EXCLUDED(mu_, checkpoint_mu_);
+  // Durable mode: from now on every insert request, table creation and deletion is appended
+  // to `wal` (not owned; must outlive the service) and synced before it is acknowledged
+  // (wal.h). Call before serving, after replaying the log into the service.
+  void AttachLog(WriteAheadLog* wal) { wal_ = wal; }
+  // Recovery: applies one record of the write-ahead log (ReplayWal's callback). Inserts
+  // bypass the rate limiter; a table an insert names must exist (NOT_FOUND otherwise);
+  // deleting a missing table is a no-op. DATA_LOSS for a payload that does not parse.
+  absl::Status ApplyLogRecord(WalRecord type, absl::string_view payload) ABSL_LOCKS_EXCLUDED(mu_);
+  // DeleteTable without RPC: returns the items the table held. NOT_FOUND, INVALID_ARGUMENT
+  // for an empty name, the Close() status after Close(), INTERNAL when the log fails.
+  absl::StatusOr<int64_t> DeleteTableNamed(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
   // Shutdown: closes every table with `status` (UNAVAILABLE), so blocked inserts and
   // samples return it at once and idle Sample streams end with it; later CreateTable,
   // DeleteTable, Insert and Sample calls fail with it. Info, ListTables and Checkpoint
@@ -145,6 +157,9 @@ class ReplayServiceImpl final
   };
 
   absl::Status AddLocked(std::shared_ptr<Table> table) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends a create-table record in durable mode (a log that failed once stays failed, so
+  // a table whose record failed is never acknowledged by a retry either).
+  absl::Status LogTableSpec(const v1::TableSpec& spec) ABSL_LOCKS_EXCLUDED(mu_);
   // NOT_FOUND `table "x" not found`; INVALID_ARGUMENT for an empty name.
   absl::StatusOr<std::shared_ptr<Entry>> Find(const std::string& name) const
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -158,6 +173,7 @@ class ReplayServiceImpl final
   void CountError(const char* method, const absl::Status& status);
 
   const Options options_;
+  WriteAheadLog* wal_ = nullptr;  // set before serving (AttachLog)
 
   prometheus::Family<prometheus::Histogram>* insert_latency_ = nullptr;
   prometheus::Family<prometheus::Histogram>* sample_latency_ = nullptr;

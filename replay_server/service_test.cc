@@ -1,6 +1,9 @@
 #include "replay_server/service.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -263,6 +266,57 @@ TEST_F(ReplayServiceTest, InfoAllNamedAndUnknown) {
   grpc::Status status = Info({"a", "nope"}, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(status.error_message(), HasSubstr("\"nope\""));
+}
+
+// ---- durable mode ---------------------------------------------------------------------------
+
+// What a logged service acknowledged comes back, from the log alone, in a new service: the
+// crash of a shard that never wrote a checkpoint.
+TEST_F(ReplayServiceTest, AWriteAheadLogBringsBackEveryAcknowledgedChange) {
+  const std::string dir =
+      ::testing::TempDir() + "/engram_service_wal_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  auto wal = WriteAheadLog::Open(dir, 0);
+  ASSERT_TRUE(wal.ok()) << wal.status();
+  service_->AttachLog(wal->get());
+  ASSERT_TRUE(Create(Spec("kept")).ok());
+  ASSERT_TRUE(Create(Spec("gone")).ok());
+  Fill("kept", {TestTransition(1), TestTransition(2)});
+  Fill("gone", {TestTransition(7)});
+  Fill("kept", {TestTransition(2), TestTransition(3)});  // 2 again: a resend
+  ASSERT_TRUE(Delete("gone").ok());
+  // Refused changes are not logged.
+  EXPECT_FALSE(InsertAll({InsertRequest("kept", {TestTransition(0)})}).ok());  // key 0
+  EXPECT_EQ(wal->get()->stats().records, 6);
+  TearDown();
+  wal->reset();
+
+  ReplayServiceImpl recovered({});
+  absl::StatusOr<WalReplayInfo> info =
+      ReplayWal(dir, 0, [&recovered](WalRecord type, absl::string_view payload) {
+        return recovered.ApplyLogRecord(type, payload);
+      });
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->records, 6);
+  const std::vector<std::shared_ptr<Table>> tables = recovered.Tables();
+  ASSERT_EQ(tables.size(), 1u);
+  EXPECT_EQ(tables[0]->name(), "kept");
+  std::vector<uint64_t> keys;
+  TableCounters counters;
+  tables[0]->Export([&keys](const v1::Item& item, int32_t) { keys.push_back(item.key()); },
+                    &counters);
+  EXPECT_THAT(keys, ElementsAre(1, 2, 3));
+  EXPECT_EQ(counters.inserts, 3);
+  EXPECT_EQ(counters.duplicate_inserts, 1);
+  // A record naming a table that does not exist stops recovery rather than dropping items.
+  EXPECT_EQ(recovered
+                .ApplyLogRecord(WalRecord::kInsert,
+                                InsertRequest("nope", {TestTransition(4)}).SerializeAsString())
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(recovered.ApplyLogRecord(WalRecord::kInsert, "\xff\xff").code(),
+            absl::StatusCode::kDataLoss);
+  std::filesystem::remove_all(dir);
 }
 
 // ---- insert -------------------------------------------------------------------------------

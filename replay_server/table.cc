@@ -419,6 +419,16 @@ absl::StatusOr<int> Table::Insert(google::protobuf::RepeatedPtrField<v1::Item>* 
           "table \"", spec_.name(), "\": the rate limiter held inserts back past the deadline"));
     }
   }
+  return StoreBatchLocked(items);
+}
+
+absl::StatusOr<int> Table::InsertRecovered(google::protobuf::RepeatedPtrField<v1::Item>* items) {
+  ENGRAM_RETURN_IF_ERROR(Validate(*items));
+  absl::MutexLock lock(&mu_);
+  return StoreBatchLocked(items);
+}
+
+int Table::StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items) {
   int stored = 0;
   const int64_t removals_before = counters_.removals;
   for (v1::Item& item : *items) {

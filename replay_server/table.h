@@ -104,6 +104,9 @@ class Table {
   // consumed). Returns the number of newly stored items. After Close(): its status.
   absl::StatusOr<int> Insert(google::protobuf::RepeatedPtrField<v1::Item>* items,
                              absl::Time deadline);
+  // Recovery from the write-ahead log (wal.h): Insert without waiting for the rate limiter
+  // (the inserts were admitted before the crash; they still count in it), also after Close.
+  absl::StatusOr<int> InsertRecovered(google::protobuf::RepeatedPtrField<v1::Item>* items);
 
   // Waits until the rate limiter allows a batch (DEADLINE_EXCEEDED at `deadline`), then
   // fills `out` with `batch_size` items, their probabilities, importance weights
@@ -157,6 +160,9 @@ class Table {
   double SelectorWeight(double priority) const;
 
   uint32_t StoreLocked(v1::Item* item, int32_t times_sampled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the items whose keys are new (validated already); returns how many.
+  int StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t VictimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetPriorityLocked(uint32_t slot, double priority) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
