@@ -3,6 +3,7 @@
 // the same bytes.
 //
 //   build/release/bench/replay_bench [--seconds=3] [--max_size=1000000] [--json=PATH]
+//       [--durability=none|checkpoint|log] [--phases=insert1,insert2,insert8,...]
 //
 // The server is started as `engram_replay_server --address=127.0.0.1:0
 // --tables_textproto=<one table> --metrics_port=-1` (metrics are still recorded, only the
@@ -32,6 +33,7 @@
 //   replay/insert_transitions_per_s/streams=1   one ReplayWriter, --seconds
 //   replay/insert_transitions_per_s/streams=2   two ReplayWriters (own channel and TCP
 //                                               connection each), concurrently
+//   replay/insert_transitions_per_s/streams=8   eight (phase insert8, not run by default)
 //   replay/insert_bytes_per_s                   serialized InsertRequest bytes/s of the
 //                                               better of the two runs
 //   replay/sample_transitions_per_s             ShardedSampler (one shard, batch 256,
@@ -112,8 +114,13 @@ ABSL_FLAG(int, batch_size, 256, "Sample batch size.");
 ABSL_FLAG(int, max_items_per_request, 64, "ReplayWriterOptions.max_items_per_request.");
 ABSL_FLAG(std::string, phases, "insert1,insert2,sample1,sample_default,tcp",
           "Comma-separated runs to do (a subset is handy under perf): insert1, insert2, "
-          "sample1 (prefetch 1), sample_default (the sampler's default prefetch), tcp.");
+          "insert8 (8 streams, as from 8 actors), sample1 (prefetch 1), sample_default (the "
+          "sampler's default prefetch), tcp.");
 ABSL_FLAG(std::string, server, ENGRAM_REPLAY_SERVER_BIN, "The engram_replay_server binary.");
+ABSL_FLAG(std::string, durability, "none",
+          "The server's --durability: none, checkpoint or log (a write-ahead log, every insert "
+          "fsync'd before its ack), with --checkpoint_dir in the benchmark's temporary "
+          "directory (on the file system of $TMPDIR, /tmp by default).");
 ABSL_FLAG(std::string, json, "", "If set, also write the results as JSON to this path.");
 
 namespace engram::bench {
@@ -592,13 +599,15 @@ int Main() {
                  "--max_items_per_request >= 1\n");
     return 2;
   }
-  bool run_insert1 = false, run_insert2 = false, run_sample1 = false, run_sample_default = false,
-       run_tcp = false;
+  bool run_insert1 = false, run_insert2 = false, run_insert8 = false, run_sample1 = false,
+       run_sample_default = false, run_tcp = false;
   for (absl::string_view phase : absl::StrSplit(absl::GetFlag(FLAGS_phases), ',')) {
     if (phase == "insert1") {
       run_insert1 = true;
     } else if (phase == "insert2") {
       run_insert2 = true;
+    } else if (phase == "insert8") {
+      run_insert8 = true;
     } else if (phase == "sample1") {
       run_sample1 = true;
     } else if (phase == "sample_default") {
@@ -636,9 +645,16 @@ int Main() {
   const std::string tables_path = (dir / "tables.textproto").string();
   std::ofstream(tables_path) << TablesTextproto(max_size);
   const std::string load_before = LoadAverage();
-  auto started = Subprocess::Start({absl::GetFlag(FLAGS_server), "--address=127.0.0.1:0",
-                                    "--tables_textproto=" + tables_path, "--metrics_port=-1"},
-                                   (dir / "server.stderr").string());
+  std::vector<std::string> server_args = {absl::GetFlag(FLAGS_server), "--address=127.0.0.1:0",
+                                          "--tables_textproto=" + tables_path, "--metrics_port=-1"};
+  const std::string durability = absl::GetFlag(FLAGS_durability);
+  if (durability != "none") {
+    server_args.push_back("--durability=" + durability);
+    server_args.push_back("--checkpoint_dir=" + (dir / "ckpt").string());
+    // Only the log's cost is measured, not that of checkpoints.
+    server_args.push_back("--checkpoint_every=24h");
+  }
+  auto started = Subprocess::Start(server_args, (dir / "server.stderr").string());
   if (!started.ok()) {
     std::fprintf(stderr, "%s\n", std::string(started.status().message()).c_str());
     return 1;
@@ -702,6 +718,7 @@ int Main() {
     add("replay/fill_transitions_per_s", *rate, "transitions/s");
   }
   report.AddConfig("prefill", absl::GetFlag(FLAGS_prefill) ? "true" : "false");
+  report.AddConfig("durability", absl::GetFlag(FLAGS_durability));
 
   double best_insert = 0;
   if (run_insert1) {
@@ -722,8 +739,18 @@ int Main() {
     add("replay/insert_client_cpu_us_per_transition/streams=2", run->client_cpu_us, "us");
     best_insert = std::max(best_insert, run->per_s);
   }
+  if (run_insert8) {
+    progress("insert, 8 streams");
+    absl::StatusOr<InsertRun> run = MeasureInsert(shared, 8, seconds);
+    if (!run.ok()) return Fail("insert, 8 streams", run.status());
+    add("replay/insert_transitions_per_s/streams=8", run->per_s, "transitions/s", kInsertGoal);
+    add("replay/insert_server_cpu_us_per_transition/streams=8", run->server_cpu_us, "us");
+    add("replay/insert_client_cpu_us_per_transition/streams=8", run->client_cpu_us, "us");
+    best_insert = std::max(best_insert, run->per_s);
+  }
   const double insert_bytes = best_insert * bytes_per_item;
-  if (run_insert1 || run_insert2) add("replay/insert_bytes_per_s", insert_bytes, "bytes/s");
+  if (run_insert1 || run_insert2 || run_insert8)
+    add("replay/insert_bytes_per_s", insert_bytes, "bytes/s");
 
   const auto sample = [&](int prefetch, const std::string& suffix) -> bool {
     progress(absl::StrCat("sample with prefetch ", prefetch, " while inserting"));
