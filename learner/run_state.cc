@@ -95,7 +95,11 @@ absl::StatusOr<v1::ActorReportResponse> RunState::ApplyReport(
     }
   }
   absl::MutexLock lock(&mu_);
-  Incarnation& incarnation = incarnations_[request.incarnation()];
+  auto [it, first_seen] = incarnations_.try_emplace(request.incarnation());
+  Incarnation& incarnation = it->second;
+  // An actor this process has not heard from may be mid-stream: this learner was restarted
+  // from a checkpoint (which keeps no sequence numbers) while the actor ran on.
+  if (first_seen) incarnation.applied = request.sequence() - 1;
   if (request.sequence() <= incarnation.applied) return ResponseLocked(request);  // a resend
   if (request.sequence() != incarnation.applied + 1) {
     return absl::InvalidArgumentError(

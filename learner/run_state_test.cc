@@ -59,7 +59,6 @@ TEST(RunStateTest, RejectsBadReportsAndChangesNothing) {
   v1::ActorReportRequest other = Training(1, 1, 5);
   other.set_experiment_id("other");
   EXPECT_EQ(state.ApplyReport(other).status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(state.ApplyReport(Training(1, 2, 5)).status().message(), HasSubstr("sequence"));
   EXPECT_THAT(state.ApplyReport(Training(1, 1, -1)).status().message(), HasSubstr("frames"));
   v1::ActorReportRequest bad_index = Training(1, 1, 5);
   bad_index.set_actor_index(2);
@@ -75,6 +74,24 @@ TEST(RunStateTest, RejectsBadReportsAndChangesNothing) {
   // The rejected first report did not consume the sequence number.
   EXPECT_TRUE(state.ApplyReport(Training(1, 1, 5)).ok());
   EXPECT_EQ(state.frames(), 5);
+  // A skipped number is refused.
+  EXPECT_THAT(state.ApplyReport(Training(1, 3, 5)).status().message(),
+              HasSubstr("sequence: expected 2, got 3"));
+  EXPECT_EQ(state.frames(), 5);
+}
+
+// A learner restarted from a checkpoint meets running actors mid-stream: the first report
+// it gets from an incarnation starts that incarnation's count, whatever its number.
+TEST(RunStateTest, AnIncarnationFirstSeenMidStreamIsCountedFromThere) {
+  RunState state(Spec(), {});
+  ASSERT_TRUE(state.ApplyReport(Training(5, 40, 7)).ok());
+  EXPECT_EQ(state.frames(), 7);
+  ASSERT_TRUE(state.ApplyReport(Training(5, 40, 7)).ok());  // a resend
+  ASSERT_TRUE(state.ApplyReport(Training(5, 39, 7)).ok());  // older: already counted
+  EXPECT_EQ(state.frames(), 7);
+  ASSERT_TRUE(state.ApplyReport(Training(5, 41, 3)).ok());
+  EXPECT_EQ(state.frames(), 10);
+  EXPECT_FALSE(state.ApplyReport(Training(5, 43, 3)).ok());
 }
 
 TEST(RunStateTest, SchedulesEvaluationsByFramesAndRecordsResults) {

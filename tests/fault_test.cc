@@ -258,5 +258,121 @@ TEST_F(FaultTest, DurableReplayShardKilledMidStreamLosesNoAcknowledgedItem) {
   EXPECT_EQ(server->Wait(absl::Seconds(20)).value_or(-1), 0) << server->ReadStderr();
 }
 
+// ---- learner and actors -------------------------------------------------------------------
+
+v1::ExperimentStatus Status(const std::string& learner) {
+  auto channel = CreateChannel(learner, ChannelOptions());
+  auto stub = v1::ExperimentService::NewStub(*channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  context.set_wait_for_ready(true);
+  v1::GetExperimentRequest request;
+  request.set_id("cartpole-apex");
+  v1::ExperimentStatus status;
+  grpc::Status rpc = stub->Get(&context, request, &status);
+  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
+  return status;
+}
+
+// Polls the learner's status until `done` holds or 90 s pass.
+template <typename Pred>
+v1::ExperimentStatus WaitFor(const std::string& learner, Pred done) {
+  v1::ExperimentStatus status;
+  const absl::Time give_up = absl::Now() + absl::Seconds(90);
+  while (absl::Now() < give_up) {
+    status = Status(learner);
+    if (done(status)) break;
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  return status;
+}
+
+int CountCheckpoints(const fs::path& dir) {
+  int n = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (fs::exists(it->path() / "state.textproto")) ++n;
+  }
+  return n;
+}
+
+TEST_F(FaultTest, KilledLearnerResumesAndKilledActorsRejoin) {
+  // CartPole with a checkpoint every 2 s.
+  std::ifstream in(absl::StrCat(ENGRAM_SOURCE_DIR, "/deploy/experiments/cartpole_apex.textproto"));
+  std::string spec(std::istreambuf_iterator<char>(in), {});
+  spec += absl::StrCat("\ncheckpoint { directory: \"", (dir_ / "ckpt").string(),
+                       "\" interval { seconds: 2 } keep: 2 }\n");
+  const std::string spec_path = (dir_ / "spec.textproto").string();
+  std::ofstream(spec_path) << spec;
+
+  std::unique_ptr<Subprocess> replay = Start("engram_replay_server", {"--address=127.0.0.1:0"});
+  const std::string replay_address = Listen(*replay);
+  ASSERT_FALSE(replay_address.empty());
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::string learner_address = absl::StrCat("127.0.0.1:", port);
+  const std::vector<std::string> learner_args = {
+      "--experiment=" + spec_path, "--address=" + learner_address,
+      "--replay_addresses=" + replay_address, "--output_dir=" + (dir_ / "out").string()};
+  const std::vector<std::string> actor_args = {"--experiment=" + spec_path, "--actor_index=0",
+                                               "--replay_addresses=" + replay_address,
+                                               "--learner_address=" + learner_address};
+  std::unique_ptr<Subprocess> learner = Start("engram_learner", learner_args);
+  ASSERT_FALSE(Listen(*learner).empty());
+  std::unique_ptr<Subprocess> actor = Start("engram_actor", actor_args);
+
+  // Training, with a checkpoint written after some updates.
+  const v1::ExperimentStatus before = WaitFor(learner_address, [](const v1::ExperimentStatus& s) {
+    return s.learner_updates() >= 50 && s.frames() >= 3000;
+  });
+  ASSERT_GE(before.learner_updates(), 50) << learner->ReadStderr();
+  const int checkpoints = CountCheckpoints(dir_ / "ckpt");
+  ASSERT_TRUE(
+      Eventually([&] { return CountCheckpoints(dir_ / "ckpt") > checkpoints; }, absl::Seconds(30)))
+      << learner->ReadStderr();
+
+  // kill -9 of the learner: the actor keeps running, and the restarted learner (same
+  // address) resumes from the newest checkpoint with the counters continuing.
+  Kill9(*learner);
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_FALSE(actor->Wait(absl::ZeroDuration()).ok()) << "the actor exited:\n"
+                                                       << actor->ReadStderr();
+  learner = Start("engram_learner", learner_args);
+  ASSERT_FALSE(Listen(*learner).empty());
+  const v1::ExperimentStatus resumed = WaitFor(learner_address, [](const v1::ExperimentStatus& s) {
+    return s.state() == v1::EXPERIMENT_STATE_RUNNING;
+  });
+  EXPECT_THAT(learner->ReadStderr(), HasSubstr("resumes from"));
+  EXPECT_GE(resumed.learner_updates(), before.learner_updates());
+  EXPECT_GE(resumed.frames(), before.frames());
+  EXPECT_GE(resumed.parameter_version(), before.parameter_version());
+  // The same actor process reports frames to the new learner and trains it further.
+  const v1::ExperimentStatus later = WaitFor(learner_address, [&](const v1::ExperimentStatus& s) {
+    return s.learner_updates() > resumed.learner_updates() + 20 &&
+           s.frames() > resumed.frames() + 2000;
+  });
+  EXPECT_GT(later.learner_updates(), resumed.learner_updates() + 20) << learner->ReadStderr();
+  EXPECT_GT(later.frames(), resumed.frames() + 2000) << actor->ReadStderr();
+
+  // kill -9 of the actor: learner and replay carry on; a restarted actor rejoins.
+  Kill9(*actor);
+  absl::SleepFor(absl::Seconds(2));
+  const v1::ExperimentStatus without = Status(learner_address);
+  EXPECT_EQ(without.state(), v1::EXPERIMENT_STATE_RUNNING);
+  EXPECT_FALSE(learner->Wait(absl::ZeroDuration()).ok());
+  EXPECT_FALSE(replay->Wait(absl::ZeroDuration()).ok());
+  actor = Start("engram_actor", actor_args);
+  const v1::ExperimentStatus rejoined =
+      WaitFor(learner_address,
+              [&](const v1::ExperimentStatus& s) { return s.frames() > without.frames() + 2000; });
+  EXPECT_GT(rejoined.frames(), without.frames() + 2000) << actor->ReadStderr();
+
+  for (Subprocess* child : {actor.get(), learner.get(), replay.get()}) {
+    absl::StatusOr<int> exit = child->Terminate(absl::Seconds(45));
+    ASSERT_TRUE(exit.ok());
+    EXPECT_EQ(*exit, 0) << child->ReadStderr();
+  }
+}
+
 }  // namespace
 }  // namespace engram
