@@ -15,6 +15,7 @@
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
+#include "common/status.h"
 #include "common/status_macros.h"
 #include "episodic_store/client.h"
 #include "learner/experiment_spec.h"
@@ -81,6 +82,16 @@ int Act(const episodic::ActionValues& values, int row, double epsilon, Rng& rng)
   return best;
 }
 
+// Values of `n` queries with no memories at all (every action ties).
+episodic::ActionValues NoEstimates(int64_t n, int num_actions) {
+  episodic::ActionValues values;
+  values.n = n;
+  values.num_actions = num_actions;
+  values.estimates.assign(static_cast<size_t>(n) * num_actions, 0.0f);
+  values.counts.assign(static_cast<size_t>(n) * num_actions, 0);
+  return values;
+}
+
 // Keys of all environments' current observations, [B, key_dim].
 void ProjectAll(const Episodic& e, const envs::VectorEnv& vec, std::vector<float>* keys) {
   const int dim = e.projection->key_dim();
@@ -124,13 +135,28 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
   absl::Time next_log = absl::Now() + options.log_interval;
   Log(absl::StrFormat("episodic control actor %d: %d x %s, epsilon %g, k %d, key dim %d",
                       options.actor_index, num_envs, env.name(), epsilon, e.k, dim));
+  // Store outages are logged once a minute, not per step.
+  absl::Time complained = absl::InfinitePast();
+  const auto complain = [&complained](const absl::Status& status, absl::string_view what) {
+    if (absl::Now() - complained < absl::Minutes(1)) return;
+    Log(absl::StrCat("episodic store: ", what, ": ", status.ToString()));
+    complained = absl::Now();
+  };
   // The loop is a function so that every way out flushes the progress report below.
   auto loop = [&]() -> absl::Status {
     while (!stop.load() && !e.reporter->stop_requested()) {
       ProjectAll(e, *vec, &keys);
-      ENGRAM_ASSIGN_OR_RETURN(episodic::ActionValues values,
-                              e.store->LookupAll(keys.data(), num_envs, e.k));
-      for (int j = 0; j < num_envs; ++j) actions[j] = Act(values, j, epsilon, rng);
+      absl::StatusOr<episodic::ActionValues> values =
+          e.store->LookupAll(keys.data(), num_envs, e.k);
+      if (!values.ok()) {
+        // The store is down (or refused): no estimates, so every action ties and the
+        // actor acts at random until it answers again. Nothing to learn from is lost but
+        // the episodes it cannot write meanwhile.
+        if (!IsTransient(values.status())) return values.status();
+        complain(values.status(), "lookup failed; acting at random until it answers");
+        values = NoEstimates(num_envs, e.env_spec.num_actions);
+      }
+      for (int j = 0; j < num_envs; ++j) actions[j] = Act(*values, j, epsilon, rng);
       ENGRAM_RETURN_IF_ERROR(vec->Step(actions));
       for (int j = 0; j < num_envs; ++j) {
         // The key of the observation acted on: projected once, for the lookup above.
@@ -138,7 +164,10 @@ absl::Status RunTraining(const ApexActorOptions& options, Episodic e, const std:
         totals[j] += vec->rewards()[j];
         ++lengths[j];
         if (!vec->done(j)) continue;
-        ENGRAM_RETURN_IF_ERROR(writer.Finish(j));
+        if (absl::Status written = writer.Finish(j); !written.ok()) {
+          if (!IsTransient(written)) return written;
+          complain(written, "episode not written");
+        }
         v1::EpisodeResult result;
         result.set_episode_return(totals[j]);
         result.set_length(lengths[j]);
@@ -246,8 +275,12 @@ absl::StatusOr<std::unique_ptr<episodic::EpisodicClient>> ConnectEpisodicMemory(
         "address (--episodic_address)");
   }
   ENGRAM_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> store, CreateChannel(address, channel));
-  return episodic::EpisodicClient::Connect(
-      store, {.spec = EpisodicMemorySpec(resolved, num_actions), .write_batch = 4096});
+  // A short timeout per call: while the store is down an actor acts without it (episodic
+  // control at random, Ape-X by its network) instead of waiting.
+  return episodic::EpisodicClient::Connect(store,
+                                           {.spec = EpisodicMemorySpec(resolved, num_actions),
+                                            .write_batch = 4096,
+                                            .timeout = absl::Seconds(2)});
 }
 
 RandomProjection::RandomProjection(int64_t input_size, int key_dim, uint64_t seed)

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/backoff.h"
 #include "common/status.h"
@@ -24,31 +25,72 @@ absl::StatusOr<std::unique_ptr<EpisodicClient>> EpisodicClient::Connect(
       !valid.ok()) {
     return valid;
   }
+  if (options.probe_timeout <= absl::ZeroDuration() ||
+      options.max_unreachable_backoff < options.initial_backoff) {
+    return absl::InvalidArgumentError(
+        "probe_timeout: must be > 0, and max_unreachable_backoff >= initial_backoff");
+  }
   std::unique_ptr<EpisodicClient> client(new EpisodicClient(std::move(channel), options));
-  v1::CreateMemoryRequest request;
-  *request.mutable_spec() = client->options_.spec;
-  absl::Status created = client->Retry([&](grpc::ClientContext& context) {
-    v1::CreateMemoryResponse response;
-    return client->stub_->CreateMemory(&context, request, &response);
-  });
-  if (!created.ok()) return created;
+  if (absl::Status created = client->CreateMemory(client->options_.connect_timeout);
+      !created.ok()) {
+    return created;
+  }
   return client;
 }
 
+absl::Status EpisodicClient::CreateMemory(absl::Duration timeout) {
+  v1::CreateMemoryRequest request;
+  *request.mutable_spec() = options_.spec;
+  return Retry(
+      [&](grpc::ClientContext& context) {
+        v1::CreateMemoryResponse response;
+        return stub_->CreateMemory(&context, request, &response);
+      },
+      timeout);
+}
+
 template <typename Call>
-absl::Status EpisodicClient::Retry(Call call) {
-  const absl::Time deadline = absl::Now() + options_.timeout;
-  absl::BitGen rng;
+absl::Status EpisodicClient::Retry(Call call, absl::Duration timeout) {
+  // While unreachable, one short attempt (a probe) instead of retries up to the timeout.
+  const bool probe = failures_ > 0;
+  const absl::Time deadline = absl::Now() + (probe ? options_.probe_timeout : timeout);
   for (int64_t attempt = 1;; ++attempt) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(deadline));
     const absl::Status status = FromGrpc(call(context));
-    if (status.ok() || !IsTransient(status)) return status;
+    if (status.ok() || !IsTransient(status) || probe) return status;
     const absl::Duration wait =
-        JitteredBackoff(attempt, options_.initial_backoff, options_.max_backoff, rng);
+        JitteredBackoff(attempt, options_.initial_backoff, options_.max_backoff, rng_);
     if (absl::Now() + wait >= deadline) return status;
     absl::SleepFor(wait);
   }
+}
+
+template <typename Call>
+absl::Status EpisodicClient::Guarded(Call call) {
+  if (failures_ > 0 && absl::Now() < next_probe_) {
+    return absl::UnavailableError(absl::StrCat(
+        "episodic store unreachable (", last_error_.message(), "); next attempt in ",
+        absl::FormatDuration(absl::Ceil(next_probe_ - absl::Now(), absl::Milliseconds(1)))));
+  }
+  absl::Status status = Retry(call, options_.timeout);
+  if (absl::IsNotFound(status) && absl::StrContains(status.message(), options_.spec.name())) {
+    // The store lost the memory (restarted without its snapshot): create it again.
+    status = CreateMemory(options_.timeout);
+    if (status.ok()) {
+      ++recreated_;
+      status = Retry(call, options_.timeout);
+    }
+  }
+  if (status.ok() || !IsTransient(status)) {
+    failures_ = 0;
+    return status;
+  }
+  ++failures_;
+  last_error_ = status;
+  next_probe_ = absl::Now() + JitteredBackoff(failures_, options_.initial_backoff * 10,
+                                              options_.max_unreachable_backoff, rng_);
+  return status;
 }
 
 absl::Status EpisodicClient::Write(const float* key, int32_t action, float value) {
@@ -71,11 +113,13 @@ absl::Status EpisodicClient::Flush() {
   keys->set_data(keys_.data(), keys_.size() * sizeof(float));
   request.mutable_actions()->Add(actions_.begin(), actions_.end());
   request.mutable_values()->Add(values_.begin(), values_.end());
-  absl::Status written = Retry([&](grpc::ClientContext& context) {
+  absl::Status written = Guarded([&](grpc::ClientContext& context) {
     v1::WriteResponse response;
     return stub_->Write(&context, request, &response);
   });
-  // Whatever the outcome, these writes are done: a rejected batch would be rejected again.
+  // Whatever the outcome, these writes are done: a rejected batch would be rejected again,
+  // and an actor must not buffer without bound while the store is down.
+  if (!written.ok()) dropped_writes_ += static_cast<int64_t>(actions_.size());
   keys_.clear();
   actions_.clear();
   values_.clear();
@@ -93,7 +137,7 @@ absl::StatusOr<ActionValues> EpisodicClient::LookupAll(const float* queries, int
   tensor->set_data(queries, static_cast<size_t>(n) * dim * sizeof(float));
   request.set_k(k);
   v1::LookupResponse response;
-  absl::Status status = Retry(
+  absl::Status status = Guarded(
       [&](grpc::ClientContext& context) { return stub_->Lookup(&context, request, &response); });
   if (!status.ok()) return status;
   ActionValues values;

@@ -9,6 +9,7 @@
 #include "common/server.h"
 #include "episodic_store/client.h"
 #include "gmock/gmock.h"
+#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 
 namespace engram::episodic {
@@ -98,6 +99,70 @@ TEST_F(EpisodicServiceTest, ClientWritesAndLooksUpThroughTheService) {
   other.set_key_dim(3);
   EXPECT_TRUE(absl::IsAlreadyExists(
       EpisodicClient::Connect(server_->InProcessChannel(), {.spec = other}).status()));
+}
+
+// A store that goes away must not stall the actor: calls fail at once while it is down,
+// writes are dropped and counted, and once it is back (empty: no snapshot) the client
+// creates its memory again and carries on.
+TEST_F(EpisodicServiceTest, ClientFailsFastWhileTheStoreIsDownAndRecreatesALostMemory) {
+  auto service = std::make_unique<EpisodicStoreServiceImpl>(EpisodicStoreServiceImpl::Options{});
+  ServerOptions options;
+  options.address = "127.0.0.1:0";
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options, {service.get()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  grpc::ChannelArguments args = MakeChannelArguments(ChannelOptions());
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 20);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 100);
+  auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                           grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::unique_ptr<EpisodicClient>> client =
+      EpisodicClient::Connect(channel, {.spec = Spec(),
+                                        .write_batch = 1,
+                                        .timeout = absl::Milliseconds(500),
+                                        .initial_backoff = absl::Milliseconds(10),
+                                        .max_backoff = absl::Milliseconds(50),
+                                        .probe_timeout = absl::Milliseconds(200),
+                                        .max_unreachable_backoff = absl::Seconds(1)});
+  ASSERT_TRUE(client.ok()) << client.status();
+  const std::vector<float> key = {1, 2};
+  ASSERT_TRUE((*client)->Write(key.data(), 0, 5).ok());
+
+  (*server)->Shutdown(absl::ZeroDuration());
+  server->reset();
+  service.reset();
+  absl::StatusOr<ActionValues> values = (*client)->LookupAll(key.data(), 1);
+  EXPECT_EQ(values.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE((*client)->unreachable());
+  // Now without trying: at once, naming why.
+  const absl::Time start = absl::Now();
+  values = (*client)->LookupAll(key.data(), 1);
+  EXPECT_EQ(values.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(values.status().message(), HasSubstr("episodic store unreachable"));
+  EXPECT_EQ((*client)->Write(key.data(), 1, 7).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*client)->dropped_writes(), 1);
+  EXPECT_EQ((*client)->buffered(), 0);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(100));
+
+  // Back, empty, on the same port.
+  service = std::make_unique<EpisodicStoreServiceImpl>(EpisodicStoreServiceImpl::Options{});
+  options.address = absl::StrCat("127.0.0.1:", port);
+  server = Server::Start(options, {service.get()});
+  ASSERT_TRUE(server.ok()) << server.status();
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (!(values = (*client)->LookupAll(key.data(), 1)).ok() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_FALSE((*client)->unreachable());
+  EXPECT_EQ((*client)->recreated(), 1);
+  EXPECT_EQ(values->counts[0], 0);  // the new store is empty
+  ASSERT_TRUE((*client)->Write(key.data(), 0, 9).ok());
+  values = (*client)->LookupAll(key.data(), 1);
+  ASSERT_TRUE(values.ok());
+  EXPECT_FLOAT_EQ(values->estimates[0], 9);
+  (*server)->Shutdown(absl::ZeroDuration());
 }
 
 TEST_F(EpisodicServiceTest, BadInputIsRejectedNamingTheFieldAndChangesNothing) {

@@ -4,7 +4,9 @@
 //     reconnects and resends what was not acknowledged without storing anything twice;
 //   - kill -9 of the learner: restarted on its address, it resumes from its checkpoint, the
 //     actor (never restarted) keeps stepping and pulling weights, the counters continue;
-//   - kill -9 of the actor: learner and replay carry on, a restarted actor rejoins.
+//   - kill -9 of the actor: learner and replay carry on, a restarted actor rejoins;
+//   - kill -9 of the episodic store: Ape-X actors writing to it go on acting by their
+//     network, and refill it once it is back.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -26,6 +28,7 @@
 #include "absl/time/time.h"
 #include "common/server.h"
 #include "common/subprocess.h"
+#include "engram/v1/episodic.grpc.pb.h"
 #include "engram/v1/experiment.grpc.pb.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -368,6 +371,81 @@ TEST_F(FaultTest, KilledLearnerResumesAndKilledActorsRejoin) {
   EXPECT_GT(rejoined.frames(), without.frames() + 2000) << actor->ReadStderr();
 
   for (Subprocess* child : {actor.get(), learner.get(), replay.get()}) {
+    absl::StatusOr<int> exit = child->Terminate(absl::Seconds(45));
+    ASSERT_TRUE(exit.ok());
+    EXPECT_EQ(*exit, 0) << child->ReadStderr();
+  }
+}
+
+// ---- episodic store ---------------------------------------------------------------------
+
+// Sum of writes into `memory` on the store at `address` (-1 when it does not answer or has
+// no such memory).
+int64_t EpisodicWrites(const std::string& address, const std::string& memory) {
+  auto channel = CreateChannel(address, ChannelOptions());
+  if (!channel.ok()) return -1;
+  auto stub = v1::EpisodicStore::NewStub(*channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  v1::MemoryInfoRequest request;
+  request.add_memories(memory);
+  v1::MemoryInfoResponse response;
+  if (!stub->Info(&context, request, &response).ok() || response.memories_size() != 1) return -1;
+  return response.memories(0).writes_total();
+}
+
+// Ape-X actors that also write their episodes to the episodic store act by their network:
+// a store that stops costs them nothing but the writes, and once it is back (empty) they
+// create their memory again and fill it.
+TEST_F(FaultTest, ActorsCarryOnWhileTheEpisodicStoreIsDownAndRefillItAfter) {
+  std::ifstream in(absl::StrCat(ENGRAM_SOURCE_DIR, "/deploy/experiments/cartpole_apex.textproto"));
+  std::string spec(std::istreambuf_iterator<char>(in), {});
+  const size_t apex = spec.find("apex_dqn {");
+  ASSERT_NE(apex, std::string::npos);
+  spec.insert(apex + std::string("apex_dqn {").size(), "\n  write_episodic: true");
+  const std::string spec_path = (dir_ / "spec.textproto").string();
+  std::ofstream(spec_path) << spec;
+  const std::string memory = "ec_cartpole_apex";
+
+  const int store_port = FreePort();
+  ASSERT_GT(store_port, 0);
+  const std::string store_address = absl::StrCat("127.0.0.1:", store_port);
+  const std::vector<std::string> store_args = {"--address=" + store_address, "--metrics_port=-1"};
+  std::unique_ptr<Subprocess> store = Start("engram_episodic_store", store_args);
+  ASSERT_FALSE(Listen(*store).empty());
+  std::unique_ptr<Subprocess> replay = Start("engram_replay_server", {"--address=127.0.0.1:0"});
+  const std::string replay_address = Listen(*replay);
+  std::unique_ptr<Subprocess> learner =
+      Start("engram_learner",
+            {"--experiment=" + spec_path, "--address=127.0.0.1:0",
+             "--replay_addresses=" + replay_address, "--output_dir=" + (dir_ / "out").string()});
+  const std::string learner_address = Listen(*learner);
+  ASSERT_FALSE(learner_address.empty());
+  std::unique_ptr<Subprocess> actor =
+      Start("engram_actor",
+            {"--experiment=" + spec_path, "--actor_index=0", "--replay_addresses=" + replay_address,
+             "--learner_address=" + learner_address, "--episodic_address=" + store_address});
+  ASSERT_TRUE(
+      Eventually([&] { return EpisodicWrites(store_address, memory) > 500; }, absl::Seconds(60)))
+      << actor->ReadStderr();
+
+  Kill9(*store);
+  const v1::ExperimentStatus down = Status(learner_address);
+  absl::SleepFor(absl::Seconds(5));  // longer than the actor's 2 s per store call
+  // The actor went on stepping (and training the learner) without the store.
+  const v1::ExperimentStatus still = Status(learner_address);
+  EXPECT_GT(still.frames(), down.frames() + 2000) << actor->ReadStderr();
+  EXPECT_FALSE(actor->Wait(absl::ZeroDuration()).ok());
+
+  store = Start("engram_episodic_store", store_args);
+  ASSERT_FALSE(Listen(*store).empty());
+  // Empty at first, then filled again by the same actor.
+  EXPECT_TRUE(
+      Eventually([&] { return EpisodicWrites(store_address, memory) > 500; }, absl::Seconds(60)))
+      << actor->ReadStderr();
+  EXPECT_THAT(actor->ReadStderr(), HasSubstr("episodic store"));
+
+  for (Subprocess* child : {actor.get(), learner.get(), replay.get(), store.get()}) {
     absl::StatusOr<int> exit = child->Terminate(absl::Seconds(45));
     ASSERT_TRUE(exit.ok());
     EXPECT_EQ(*exit, 0) << child->ReadStderr();
