@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -75,7 +76,7 @@ int Run(int argc, char** argv) {
                    "(engram.v1.EpisodicStore).\nUsage: ",
                    kProgram, " --address=0.0.0.0:7900 [--snapshot_dir=/var/lib/engram/episodic]"),
                .flag_files = {"episodic_store/main.cc", "common/server.cc", "common/auth.cc",
-                              "common/metrics.cc"}});
+                              "common/client_limits.cc", "common/metrics.cc"}});
   ShutdownSignal shutdown;
   EpisodicStoreServiceImpl::Options options;
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
@@ -83,6 +84,7 @@ int Run(int argc, char** argv) {
   options.max_memory_bytes = absl::GetFlag(FLAGS_max_memory_bytes);
   if (options.max_memory_bytes < 1) Exit(2, "--max_memory_bytes: must be >= 1");
   options.authorizer = AuthorizerFromFlags();
+  options.client_limiter = ClientRateLimiterFromFlags();
   options.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
   options.snapshot_keep = absl::GetFlag(FLAGS_snapshot_keep);
   if (options.snapshot_keep < 1) Exit(2, "--snapshot_keep: must be >= 1");

@@ -149,8 +149,16 @@ grpc::Status EpisodicStoreServiceImpl::DeleteMemory(grpc::ServerContext* context
   return grpc::Status::OK;
 }
 
-grpc::Status EpisodicStoreServiceImpl::Write(grpc::ServerContext*, const v1::WriteRequest* request,
+grpc::Status EpisodicStoreServiceImpl::Write(grpc::ServerContext* context,
+                                             const v1::WriteRequest* request,
                                              v1::WriteResponse* response) {
+  if (options_.client_limiter != nullptr) {
+    if (absl::Status admitted =
+            options_.client_limiter->Admit(context->peer(), "EpisodicStore.Write");
+        !admitted.ok()) {
+      return ToGrpc(admitted);
+    }
+  }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<Memory>> memory = FindOrNotFound(request->memory());
   if (!memory.ok()) return ToGrpc(memory.status());
@@ -182,9 +190,16 @@ grpc::Status EpisodicStoreServiceImpl::Write(grpc::ServerContext*, const v1::Wri
   return grpc::Status::OK;
 }
 
-grpc::Status EpisodicStoreServiceImpl::Lookup(grpc::ServerContext*,
+grpc::Status EpisodicStoreServiceImpl::Lookup(grpc::ServerContext* context,
                                               const v1::LookupRequest* request,
                                               v1::LookupResponse* response) {
+  if (options_.client_limiter != nullptr) {
+    if (absl::Status admitted =
+            options_.client_limiter->Admit(context->peer(), "EpisodicStore.Lookup");
+        !admitted.ok()) {
+      return ToGrpc(admitted);
+    }
+  }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<Memory>> memory = FindOrNotFound(request->memory());
   if (!memory.ok()) return ToGrpc(memory.status());

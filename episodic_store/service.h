@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "engram/v1/episodic.grpc.pb.h"
 #include "episodic_store/memory.h"
 #include "prometheus/counter.h"
@@ -47,6 +48,8 @@ class EpisodicStoreServiceImpl final : public v1::EpisodicStore::Service {
     IndexOptions index;
     // DeleteMemory and Snapshot need an `admin` token when it has tokens (common/auth.h).
     std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>();
+    // Per-client request rate limit on Write and Lookup (common/client_limits.h); null: none.
+    std::shared_ptr<ClientRateLimiter> client_limiter;
     // engram_episodic_* series; not owned. Null: no metrics.
     prometheus::Registry* registry = nullptr;
   };

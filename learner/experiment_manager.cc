@@ -673,6 +673,12 @@ grpc::Status ExperimentServiceImpl::Submit(grpc::ServerContext* context,
       !allowed.ok()) {
     return allowed;
   }
+  if (client_limiter_ != nullptr) {
+    if (absl::Status admitted = client_limiter_->Admit(context->peer(), "ExperimentService.Submit");
+        !admitted.ok()) {
+      return ToGrpc(admitted);
+    }
+  }
   absl::StatusOr<v1::SubmitExperimentResponse> result = manager_->Submit(*request);
   if (!result.ok()) return ToGrpc(result.status());
   *response = *std::move(result);

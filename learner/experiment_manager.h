@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "engram/v1/actor.grpc.pb.h"
 #include "engram/v1/experiment.grpc.pb.h"
 #include "learner/run_state.h"
@@ -171,10 +172,14 @@ class ExperimentManager {
 class ExperimentServiceImpl final : public v1::ExperimentService::Service {
  public:
   // Submit and Cancel need a `submit` token when `authorizer` has tokens (common/auth.h).
+  // Submits count against `client_limiter` (common/client_limits.h) when it is not null.
   explicit ExperimentServiceImpl(
       ExperimentManager* manager,
-      std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>())
-      : manager_(manager), authorizer_(std::move(authorizer)) {}
+      std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>(),
+      std::shared_ptr<ClientRateLimiter> client_limiter = nullptr)
+      : manager_(manager),
+        authorizer_(std::move(authorizer)),
+        client_limiter_(std::move(client_limiter)) {}
   grpc::Status Submit(grpc::ServerContext* context, const v1::SubmitExperimentRequest* request,
                       v1::SubmitExperimentResponse* response) override;
   grpc::Status List(grpc::ServerContext* context, const v1::ListExperimentsRequest* request,
@@ -193,6 +198,7 @@ class ExperimentServiceImpl final : public v1::ExperimentService::Service {
  private:
   ExperimentManager* manager_;
   std::shared_ptr<const Authorizer> authorizer_;
+  std::shared_ptr<ClientRateLimiter> client_limiter_;
 };
 
 // ActorService over an ExperimentManager.

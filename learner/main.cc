@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -155,7 +156,7 @@ int Run(int argc, char** argv) {
                    " --replay_addresses=127.0.0.1:7700 --address=0.0.0.0:7800 "
                    "[--experiment=spec.textproto] [--runs_dir=runs] [--device=auto]"),
                .flag_files = {"learner/main.cc", "common/server.cc", "common/auth.cc",
-                              "common/metrics.cc"}});
+                              "common/client_limits.cc", "common/metrics.cc"}});
   // First, before any thread exists: every thread must inherit the blocked SIGTERM/SIGINT
   // (one that does not would take the default action, killing the process mid-flush).
   ShutdownSignal shutdown;
@@ -217,7 +218,8 @@ int Run(int argc, char** argv) {
   }
   ParameterServiceImpl parameters;
   ActorServiceImpl actors(manager->get());
-  ExperimentServiceImpl experiments(manager->get(), AuthorizerFromFlags());
+  ExperimentServiceImpl experiments(manager->get(), AuthorizerFromFlags(),
+                                    ClientRateLimiterFromFlags());
 
   ServerOptions server_options;
   server_options.address = absl::GetFlag(FLAGS_address);

@@ -25,6 +25,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "common/metrics.h"
 #include "common/process.h"
 #include "common/server.h"
@@ -254,7 +255,7 @@ int Run(int argc, char** argv) {
                    "Metrics: --metrics_port (Prometheus /metrics). TLS: --tls_cert, --tls_key, "
                    "--tls_ca."),
                .flag_files = {"replay_server/main.cc", "common/server.cc", "common/auth.cc",
-                              "common/metrics.cc"}});
+                              "common/client_limits.cc", "common/metrics.cc"}});
 
   int32_t shard_index = absl::GetFlag(FLAGS_shard_index);
   if (absl::GetFlag(FLAGS_shard_index_from_hostname)) {
@@ -323,6 +324,7 @@ int Run(int argc, char** argv) {
   options.max_insert_batch = max_insert_batch;
   options.registry = &(*metrics)->registry();
   options.authorizer = AuthorizerFromFlags();
+  options.client_limiter = ClientRateLimiterFromFlags();
   if (!checkpoint_dir.empty()) {
     options.checkpoint = [checkpoint_dir, shard_index, checkpoint_keep,
                           &wal](const std::vector<std::shared_ptr<Table>>& tables)

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/client_limits.h"
 #include "engram/v1/replay.grpc.pb.h"
 #include "engram/v1/replay.pb.h"
 #include "prometheus/counter.h"
@@ -68,6 +69,9 @@ class ReplayServiceImpl final
     // CreateTable, DeleteTable and Checkpoint need an `admin` token when it has tokens
     // (common/auth.h).
     std::shared_ptr<const Authorizer> authorizer = std::make_shared<const Authorizer>();
+    // Per-client request rate limit on InsertRequests and UpdatePriorities
+    // (common/client_limits.h); null: none.
+    std::shared_ptr<ClientRateLimiter> client_limiter;
   };
 
   explicit ReplayServiceImpl(Options options);

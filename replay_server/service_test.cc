@@ -319,6 +319,20 @@ TEST_F(ReplayServiceTest, AWriteAheadLogBringsBackEveryAcknowledgedChange) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(ReplayServiceTest, AClientOverItsRequestRateIsRefusedAndNothingOfItIsStored) {
+  ReplayServiceImpl::Options options;
+  options.client_limiter = std::make_shared<ClientRateLimiter>(1);  // bursts of 1
+  StartServer(std::move(options));
+  ASSERT_TRUE(Create(Spec("t")).ok());
+  std::vector<v1::InsertResponse> acks;
+  const grpc::Status status = InsertAll(
+      {InsertRequest("t", {TestTransition(1)}), InsertRequest("t", {TestTransition(2)})}, &acks);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("requests/s"));
+  EXPECT_EQ(acks.size(), 1u);
+  EXPECT_EQ(TableInfo("t").size(), 1);
+}
+
 // ---- insert -------------------------------------------------------------------------------
 
 TEST_F(ReplayServiceTest, InsertAcksKeysInOrderAndInfoShowsThem) {
