@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -14,6 +16,10 @@
 #include "engram/v1/replay.pb.h"
 #include "engram/v1/tensor.pb.h"
 #include "episodic_store/memory.h"
+#include "learner/core/dqn.h"
+#include "replay_server/checkpoint.h"
+#include "replay_server/table.h"
+#include "replay_server/wal.h"
 
 namespace {
 
@@ -137,5 +143,50 @@ int main(int argc, char** argv) {
   std::ostringstream saved;
   (void)memory->Save(saved);
   Put(root / "episodic_snapshot", "small", saved.str());
+
+  const fs::path tmp = fs::temp_directory_path() / "engram_fuzz_make_seeds";
+  fs::remove_all(tmp);
+  const auto read_file = [](const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+
+  // replay_checkpoint: the table file of a real checkpoint of table "t" with 3 items.
+  engram::v1::TableSpec table_spec;
+  table_spec.set_name("t");
+  table_spec.set_selector(engram::v1::SELECTOR_PRIORITIZED);
+  table_spec.set_priority_exponent(0.6);
+  table_spec.set_max_size(10);
+  auto table = std::shared_ptr<engram::replay::Table>(
+      engram::replay::Table::Create(table_spec).value().release());
+  engram::v1::InsertRequest copy = insert;
+  (void)table->Insert(copy.mutable_items(), absl::InfiniteFuture());
+  const auto checkpoint =
+      engram::replay::WriteCheckpoint((tmp / "ckpt").string(), {table}, 0).value();
+  Put(root / "replay_checkpoint", "three_items", read_file(fs::path(checkpoint.path) / "t.table"));
+
+  // replay_wal: a segment creating table "fuzz", inserting into it and deleting another.
+  {
+    auto wal = engram::replay::WriteAheadLog::Open((tmp / "wal").string(), 0).value();
+    engram::v1::TableSpec fuzz_spec = table_spec;
+    fuzz_spec.set_name("fuzz");
+    (void)wal->Append(engram::replay::WalRecord::kCreateTable, fuzz_spec.SerializeAsString());
+    (void)wal->Append(engram::replay::WalRecord::kInsert, insert.SerializeAsString());
+    (void)wal->Append(engram::replay::WalRecord::kDeleteTable, "other");
+  }
+  Put(root / "replay_wal", "create_insert_delete",
+      read_file(tmp / "wal" / "wal-00000000000000000000.log"));
+
+  // learner_checkpoint: a saved CartPole learner as the target builds it.
+  engram::learner::DqnConfig dqn;
+  dqn.network.torso = engram::learner::Torso::kMlp;
+  dqn.network.observation_shape = {4};
+  dqn.network.num_actions = 2;
+  dqn.network.hidden_sizes = {8};
+  std::string error;
+  auto learner = engram::learner::DqnLearner::Create(dqn, torch::kCPU, &error);
+  (void)learner->Save((tmp / "learner.pt").string());
+  Put(root / "learner_checkpoint", "cartpole", read_file(tmp / "learner.pt"));
+  fs::remove_all(tmp);
   return 0;
 }

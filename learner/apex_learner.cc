@@ -60,6 +60,22 @@ absl::StatusOr<FoundCheckpoint> ReadCheckpoint(const std::string& dir,
   if (!fs::exists(fs::path(dir) / kModelFile)) {
     return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", kModelFile, " is missing"));
   }
+  for (const CheckpointFile& file : state.files()) {
+    if (file.name().empty() || file.name().find('/') != std::string::npos) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint ", dir, ": ", kStateFile, " lists a bad file name"));
+    }
+    absl::StatusOr<FileDigest> digest = DigestFile((fs::path(dir) / file.name()).string());
+    if (!digest.ok()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", digest.status().message()));
+    }
+    if (digest->bytes != file.bytes() || digest->crc32 != file.crc32()) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": ", file.name(),
+                                              " is damaged (", digest->bytes, " bytes, crc32 ",
+                                              digest->crc32, "; ", kStateFile, " recorded ",
+                                              file.bytes(), " bytes, crc32 ", file.crc32(), ")"));
+    }
+  }
   FoundCheckpoint found;
   found.path = dir;
   RunCounters& c = found.counters;
@@ -966,6 +982,15 @@ class ApexLearner::Impl {
     for (const v1::TaskReturn& task : counters.task_eval_returns)
       *state.add_task_eval_returns() = task;
     state.set_written_at(absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone()));
+    for (const char* name : {kModelFile, kEwcFile}) {
+      const std::string path = (tmp_dir / name).string();
+      if (!fs::exists(path)) continue;
+      ENGRAM_ASSIGN_OR_RETURN(const FileDigest digest, DigestFile(path));
+      CheckpointFile* file = state.add_files();
+      file->set_name(name);
+      file->set_bytes(digest.bytes);
+      file->set_crc32(digest.crc32);
+    }
     std::string text;
     google::protobuf::TextFormat::PrintToString(state, &text);
     ENGRAM_RETURN_IF_ERROR(WriteFileAtomically((tmp_dir / kStateFile).string(), text));

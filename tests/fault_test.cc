@@ -375,6 +375,25 @@ TEST_F(FaultTest, KilledLearnerResumesAndKilledActorsRejoin) {
     ASSERT_TRUE(exit.ok());
     EXPECT_EQ(*exit, 0) << child->ReadStderr();
   }
+
+  // A damaged learner.pt is refused by its checksum before LibTorch reads it.
+  fs::path newest;
+  for (const auto& entry : fs::directory_iterator(dir_ / "ckpt")) {
+    if (fs::exists(entry.path() / "state.textproto") && entry.path() > newest) {
+      newest = entry.path();
+    }
+  }
+  ASSERT_FALSE(newest.empty());
+  {
+    std::fstream model(newest / "learner.pt", std::ios::binary | std::ios::in | std::ios::out);
+    model.seekp(static_cast<std::streamoff>(fs::file_size(newest / "learner.pt") / 2));
+    model.put('\x5a');
+  }
+  learner = Start("engram_learner", learner_args);
+  absl::StatusOr<int> refused = learner->Wait(absl::Seconds(60));
+  ASSERT_TRUE(refused.ok());
+  EXPECT_NE(*refused, 0);
+  EXPECT_THAT(learner->ReadStderr(), HasSubstr("learner.pt is damaged"));
 }
 
 // ---- episodic store ---------------------------------------------------------------------
