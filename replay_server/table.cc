@@ -419,16 +419,17 @@ absl::StatusOr<int> Table::Insert(google::protobuf::RepeatedPtrField<v1::Item>* 
           "table \"", spec_.name(), "\": the rate limiter held inserts back past the deadline"));
     }
   }
-  return StoreBatchLocked(items);
+  return StoreBatchLocked(items, /*count_in_limiter=*/true);
 }
 
 absl::StatusOr<int> Table::InsertRecovered(google::protobuf::RepeatedPtrField<v1::Item>* items) {
   ENGRAM_RETURN_IF_ERROR(Validate(*items));
   absl::MutexLock lock(&mu_);
-  return StoreBatchLocked(items);
+  return StoreBatchLocked(items, /*count_in_limiter=*/false);
 }
 
-int Table::StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items) {
+int Table::StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items,
+                            bool count_in_limiter) {
   int stored = 0;
   const int64_t removals_before = counters_.removals;
   for (v1::Item& item : *items) {
@@ -440,7 +441,7 @@ int Table::StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items)
     ++stored;
   }
   counters_.inserts += stored;
-  limiter_.Inserted(stored);
+  if (count_in_limiter) limiter_.Inserted(stored);
   if (metrics_.inserts != nullptr) {
     metrics_.inserts->Increment(stored);
     metrics_.duplicate_inserts->Increment(items->size() - stored);

@@ -104,8 +104,11 @@ class Table {
   // consumed). Returns the number of newly stored items. After Close(): its status.
   absl::StatusOr<int> Insert(google::protobuf::RepeatedPtrField<v1::Item>* items,
                              absl::Time deadline);
-  // Recovery from the write-ahead log (wal.h): Insert without waiting for the rate limiter
-  // (the inserts were admitted before the crash; they still count in it), also after Close.
+  // Recovery from the write-ahead log (wal.h): Insert without the rate limiter, also after
+  // Close. The items count in Info's inserts but not in the limiter, whose counts come from
+  // the checkpoint: the samples that balanced these inserts before the crash are not in the
+  // log, and counting the inserts alone would hold new inserts back until the learner had
+  // sampled them all again (samples_per_insert times).
   absl::StatusOr<int> InsertRecovered(google::protobuf::RepeatedPtrField<v1::Item>* items);
 
   // Waits until the rate limiter allows a batch (DEADLINE_EXCEEDED at `deadline`), then
@@ -161,7 +164,7 @@ class Table {
 
   uint32_t StoreLocked(v1::Item* item, int32_t times_sampled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Stores the items whose keys are new (validated already); returns how many.
-  int StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items)
+  int StoreBatchLocked(google::protobuf::RepeatedPtrField<v1::Item>* items, bool count_in_limiter)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t VictimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -345,6 +345,26 @@ TEST(TableTest, InsertBlocksWhenAheadOfTheRatioUntilSamplesCatchUp) {
   t.join();
 }
 
+// Items recovered from the write-ahead log were admitted (and balanced by samples that the
+// log does not hold) before the crash: they must not hold new inserts back.
+TEST(TableTest, RecoveredItemsAreStoredButDoNotCountInTheRateLimiter) {
+  v1::TableSpec spec = Spec();
+  spec.mutable_rate_limiter()->set_samples_per_insert(1);
+  spec.mutable_rate_limiter()->set_min_size_to_sample(2);
+  spec.mutable_rate_limiter()->set_error_buffer(2);  // diff in [0, 4]
+  auto table = Table::Create(spec).value();
+  auto recovered = Batch({TestTransition(1), TestTransition(2), TestTransition(3),
+                          TestTransition(4), TestTransition(5), TestTransition(6)});
+  ASSERT_EQ(table->InsertRecovered(&recovered).value_or(-1), 6);
+  EXPECT_EQ(table->size(), 6);
+  EXPECT_EQ(table->Info().inserts_total(), 6);
+  // Without the limiter counting them, a new insert is admitted at once.
+  EXPECT_TRUE(Insert(*table, {TestTransition(7)}).ok());
+  // Recovery validates like Insert.
+  auto bad = Batch({TestTransition(0)});
+  EXPECT_EQ(table->InsertRecovered(&bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TableTest, CloseWakesWaitersWithItsStatus) {
   v1::TableSpec spec = Spec();
   spec.mutable_rate_limiter()->set_min_size_to_sample(5);
