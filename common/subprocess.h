@@ -63,6 +63,11 @@ class Subprocess {
   std::string buffer_;  // stdout read but not yet consumed
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for a server that must come back on
+// the same address after a restart); -1 when none could be had. Another process may take
+// it in between, so use it at once.
+int FreeLoopbackPort();
+
 }  // namespace engram
 
 #endif  // ENGRAM_COMMON_SUBPROCESS_H_

@@ -16,38 +16,20 @@
 #include "replay_server/checkpoint.h"
 #include "replay_server/record_io.h"
 
-namespace {
-
-namespace fs = std::filesystem;
-using engram::replay::record_io::Crc;
-using engram::replay::record_io::GetU32;
-using engram::replay::record_io::PutU32;
-
-// Recomputes the crc32 of every whole record after the 12-byte header.
-void FixRecordChecksums(std::string& bytes) {
-  size_t offset = 12;
-  while (offset + 9 <= bytes.size()) {
-    const uint32_t length = GetU32(&bytes[offset]);
-    if (length > bytes.size() - offset - 9) return;
-    PutU32(&bytes[offset + 5 + length], Crc(0, &bytes[offset], 5 + length));
-    offset += 9 + length;
-  }
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  namespace fs = std::filesystem;
   engram::fuzz::SilenceProtobufLogs();
   static const fs::path dir =
       fs::temp_directory_path() / absl::StrCat("engram_fuzz_replay_checkpoint_", ::getpid());
   fs::create_directories(dir);
   std::string bytes(reinterpret_cast<const char*>(data), size);
-  FixRecordChecksums(bytes);
+  engram::fuzz::FixRecordChecksums(bytes, /*header=*/12);
   std::ofstream(dir / "t.table", std::ios::binary | std::ios::trunc) << bytes;
   std::ofstream(dir / "MANIFEST", std::ios::trunc)
       << "format_version: 1 shard_index: 0 time_unix_micros: 1 time: \"x\" tables { name: \"t\" "
          "file: \"t.table\" items: 0 bytes: "
-      << bytes.size() << " crc32: " << Crc(0, bytes.data(), bytes.size()) << " }\n";
+      << bytes.size() << " crc32: " << engram::replay::record_io::Crc(0, bytes.data(), bytes.size())
+      << " }\n";
   (void)engram::replay::LoadCheckpoint(dir.string(), {});
   return 0;
 }

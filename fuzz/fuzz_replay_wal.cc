@@ -17,37 +17,17 @@
 #include "replay_server/service.h"
 #include "replay_server/wal.h"
 
-namespace {
-
-namespace fs = std::filesystem;
-using engram::replay::record_io::Crc;
-using engram::replay::record_io::GetU32;
-using engram::replay::record_io::PutU32;
-using engram::replay::record_io::PutU64;
-
-constexpr size_t kHeader = 20;  // magic, version, segment number
-
-void FixUp(std::string& bytes) {
-  if (bytes.size() >= kHeader) PutU64(&bytes[12], 0);
-  size_t offset = kHeader;
-  while (offset + 9 <= bytes.size()) {
-    const uint32_t length = GetU32(&bytes[offset]);
-    if (length > bytes.size() - offset - 9) return;
-    PutU32(&bytes[offset + 5 + length], Crc(0, &bytes[offset], 5 + length));
-    offset += 9 + length;
-  }
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  namespace fs = std::filesystem;
   engram::fuzz::SilenceProtobufLogs();
   static const fs::path dir =
       fs::temp_directory_path() / absl::StrCat("engram_fuzz_replay_wal_", ::getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::string bytes(reinterpret_cast<const char*>(data), size);
-  FixUp(bytes);
+  // The header's segment number (after magic and version) must say 0, like the file name.
+  if (bytes.size() >= 20) engram::replay::record_io::PutU64(&bytes[12], 0);
+  engram::fuzz::FixRecordChecksums(bytes, /*header=*/20);
   std::ofstream(dir / "wal-00000000000000000000.log", std::ios::binary) << bytes;
   engram::replay::ReplayServiceImpl service({});
   (void)engram::replay::ReplayWal(

@@ -111,12 +111,9 @@ bool ValidTableName(absl::string_view name) {
 }
 
 absl::Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IoError("open directory", dir, errno);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return IoError("fsync directory", dir, err);
+  if (const int err = record_io::FsyncDirectory(dir); err != 0) {
+    return IoError("fsync directory", dir, err);
+  }
   return absl::OkStatus();
 }
 
@@ -301,14 +298,8 @@ class FileWriter {
     return WriteAll(buffer_.get(), n);
   }
   absl::Status WriteAll(const char* data, size_t n) {
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, data, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return IoError("write", path_, errno);
-      }
-      data += w;
-      n -= static_cast<size_t>(w);
+    if (const int err = record_io::WriteFully(fd_, data, n); err != 0) {
+      return IoError("write", path_, err);
     }
     return absl::OkStatus();
   }

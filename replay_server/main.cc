@@ -6,6 +6,7 @@
 // other start-up failures exit 1.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -74,6 +75,10 @@ ABSL_FLAG(std::string, durability, "none",
           "request is fsync'd (concurrent ones share an fsync) before it is acknowledged, so a "
           "crash (kill -9) loses nothing acknowledged; needs --checkpoint_dir, and checkpoints "
           "every --checkpoint_every (10m when not given) bound the log's size.");
+ABSL_FLAG(int64_t, wal_checkpoint_bytes, int64_t{2} << 30,
+          "--durability=log: also write a checkpoint (which ends the log's current segment) "
+          "once this many bytes were logged since the last one, so that the log's disk use "
+          "and the replay at a restart stay bounded under a high insert rate. >= 1 MiB.");
 ABSL_FLAG(bool, restore, true,
           "At start, restore every table from the newest checkpoint in --checkpoint_dir if "
           "there is one, then (--durability=log) replay the write-ahead log (default true; "
@@ -300,6 +305,11 @@ int Run(int argc, char** argv) {
   if (durability == "log" && checkpoint_every == absl::ZeroDuration()) {
     checkpoint_every = absl::Minutes(10);
   }
+  const int64_t wal_checkpoint_bytes = absl::GetFlag(FLAGS_wal_checkpoint_bytes);
+  if (wal_checkpoint_bytes < (int64_t{1} << 20)) {
+    Exit(2, absl::StrCat("--wal_checkpoint_bytes: must be >= 1 MiB (1048576), got ",
+                         wal_checkpoint_bytes));
+  }
   const bool logged = durability == "log";
   const std::string wal_dir =
       checkpoint_dir.empty()
@@ -405,11 +415,27 @@ int Run(int argc, char** argv) {
   std::thread checkpointer;
   if (checkpoint_every > absl::ZeroDuration()) {
     checkpointer = std::thread([&] {
-      while (!shutdown.WaitFor(checkpoint_every)) {
+      // With a log, its size is looked at every second as well.
+      const absl::Duration poll =
+          wal != nullptr ? std::min(checkpoint_every, absl::Seconds(1)) : checkpoint_every;
+      absl::Time due = absl::Now() + checkpoint_every;
+      absl::Time retry_after = absl::InfinitePast();  // after a failed checkpoint
+      while (!shutdown.WaitFor(poll)) {
+        const bool log_full = wal != nullptr && wal->stats().segment_bytes >= wal_checkpoint_bytes;
+        const absl::Time now = absl::Now();
+        if ((now < due && !log_full) || now < retry_after) continue;
         absl::StatusOr<v1::ReplayCheckpointResponse> checkpoint = service.CheckpointNow();
-        Log(checkpoint.ok()
-                ? absl::StrCat("checkpoint written: ", Describe(*checkpoint))
-                : absl::StrCat("periodic checkpoint failed: ", checkpoint.status().ToString()));
+        if (checkpoint.ok()) {
+          Log(absl::StrCat(
+              "checkpoint written",
+              log_full ? absl::StrCat(" (the log reached ", wal_checkpoint_bytes, " bytes)") : "",
+              ": ", Describe(*checkpoint)));
+          due = absl::Now() + checkpoint_every;
+        } else {
+          Log(absl::StrCat("periodic checkpoint failed (next try in 30s): ",
+                           checkpoint.status().ToString()));
+          retry_after = absl::Now() + absl::Seconds(30);
+        }
       }
     });
   }

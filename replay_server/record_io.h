@@ -2,10 +2,13 @@
 #define ENGRAM_REPLAY_SERVER_RECORD_IO_H_
 
 // Little helpers shared by the replay server's on-disk formats (checkpoint.cc, wal.cc):
-// little-endian integers, zlib crc32 and errno text.
+// little-endian integers, zlib crc32, errno text, full writes and directory fsync.
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -39,6 +42,30 @@ inline uint32_t Crc(uint32_t crc, const char* data, size_t n) {
 
 inline std::string ErrnoText(int err) {
   return std::error_code(err, std::generic_category()).message();
+}
+
+// Writes all `n` bytes to `fd` (retrying short writes and EINTR): 0, or the errno.
+inline int WriteFully(int fd, const char* data, size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += w;
+    n -= static_cast<size_t>(w);
+  }
+  return 0;
+}
+
+// fsync of a directory, so that the entries created or renamed in it are durable: 0, or
+// the errno.
+inline int FsyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const int err = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return err;
 }
 
 }  // namespace engram::replay::record_io

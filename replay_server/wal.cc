@@ -61,24 +61,15 @@ int64_t ParseSegmentName(absl::string_view name) {
 }
 
 absl::Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IoError("open directory", dir, errno);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return IoError("fsync directory", dir, err);
+  if (const int err = record_io::FsyncDirectory(dir); err != 0) {
+    return IoError("fsync directory", dir, err);
+  }
   return absl::OkStatus();
 }
 
 absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, data, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return IoError("write", path, errno);
-    }
-    data += w;
-    n -= static_cast<size_t>(w);
+  if (const int err = record_io::WriteFully(fd, data, n); err != 0) {
+    return IoError("write", path, err);
   }
   return absl::OkStatus();
 }
@@ -270,6 +261,7 @@ absl::Status WriteAheadLog::Append(WalRecord type, absl::string_view payload) {
   chunk.bytes.append(payload.data(), payload.size());
   chunk.bytes.append(crc, 4);
   ++chunk.records;
+  stats_.segment_bytes += static_cast<int64_t>(kRecordOverhead + payload.size());
   const int64_t ticket = ++appended_;
   const auto done = [this, ticket]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return durable_ >= ticket || !failed_.ok();
@@ -284,6 +276,7 @@ absl::StatusOr<int64_t> WriteAheadLog::Rotate() {
   const int64_t target = appended_;
   ++segment_;
   stats_.segment = segment_;
+  stats_.segment_bytes = 0;
   const auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return durable_ >= target || !failed_.ok();
   };

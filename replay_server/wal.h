@@ -85,9 +85,10 @@ class WriteAheadLog {
  public:
   struct Stats {
     int64_t records = 0;
-    int64_t bytes = 0;    // record bytes appended (headers excluded)
-    int64_t syncs = 0;    // write + fdatasync rounds
-    int64_t segment = 0;  // the segment new records go to
+    int64_t bytes = 0;          // record bytes appended (headers excluded)
+    int64_t syncs = 0;          // write + fdatasync rounds
+    int64_t segment = 0;        // the segment new records go to
+    int64_t segment_bytes = 0;  // record bytes appended since the last Rotate (or Open)
   };
 
   // Opens `dir` (created if needed) for appending; the first record creates segment

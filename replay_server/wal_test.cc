@@ -121,9 +121,11 @@ TEST_F(WalTest, RotateSplitsSegmentsAndDropBeforeRemovesTheOldOnes) {
   auto wal = WriteAheadLog::Open(dir_, 3);
   ASSERT_TRUE(wal.ok());
   ASSERT_TRUE((*wal)->Append(WalRecord::kInsert, "before").ok());
+  EXPECT_EQ((*wal)->stats().segment_bytes, 9 + 6);  // framing + payload
   absl::StatusOr<int64_t> segment = (*wal)->Rotate();
   ASSERT_TRUE(segment.ok());
   EXPECT_EQ(*segment, 4);
+  EXPECT_EQ((*wal)->stats().segment_bytes, 0);
   ASSERT_TRUE((*wal)->Append(WalRecord::kInsert, "after").ok());
   EXPECT_TRUE(fs::exists(Segment(3)));
   EXPECT_TRUE(fs::exists(Segment(4)));

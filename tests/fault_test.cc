@@ -7,9 +7,7 @@
 //   - kill -9 of the actor: learner and replay carry on, a restarted actor rejoins;
 //   - kill -9 of the episodic store: Ape-X actors writing to it go on acting by their
 //     network, and refill it once it is back.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -43,23 +41,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
-// A port that was free a moment ago (restarted servers must come back on the same one).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 class FaultTest : public ::testing::Test {
  protected:
@@ -176,7 +157,7 @@ absl::flat_hash_set<uint64_t> StoredKeys(v1::ReplayService::Stub& stub, int64_t*
 }
 
 TEST_F(FaultTest, DurableReplayShardKilledMidStreamLosesNoAcknowledgedItem) {
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   const std::string tables = (dir_ / "tables.textproto").string();
   std::ofstream(tables) << "tables { name: \"replay\" selector: SELECTOR_UNIFORM "
@@ -311,7 +292,7 @@ TEST_F(FaultTest, KilledLearnerResumesAndKilledActorsRejoin) {
   std::unique_ptr<Subprocess> replay = Start("engram_replay_server", {"--address=127.0.0.1:0"});
   const std::string replay_address = Listen(*replay);
   ASSERT_FALSE(replay_address.empty());
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   const std::string learner_address = absl::StrCat("127.0.0.1:", port);
   const std::vector<std::string> learner_args = {
@@ -426,7 +407,7 @@ TEST_F(FaultTest, ActorsCarryOnWhileTheEpisodicStoreIsDownAndRefillItAfter) {
   std::ofstream(spec_path) << spec;
   const std::string memory = "ec_cartpole_apex";
 
-  const int store_port = FreePort();
+  const int store_port = FreeLoopbackPort();
   ASSERT_GT(store_port, 0);
   const std::string store_address = absl::StrCat("127.0.0.1:", store_port);
   const std::vector<std::string> store_args = {"--address=" + store_address, "--metrics_port=-1"};

@@ -198,6 +198,12 @@ TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
       {{"--address=nonsense"}, "--address"},
       {{"--auth_tokens=" + (dir_ / "missing_tokens").string()}, "--auth_tokens: cannot read"},
       {{"--auth_tokens=" + Write("bad_tokens", "short admin\n")}, "bad_tokens:1: token too short"},
+      {{"--durability=sometimes"}, "--durability: expected none, checkpoint or log"},
+      {{"--durability=log"}, "--durability=log: needs --checkpoint_dir"},
+      {{"--durability=checkpoint", "--checkpoint_dir=" + (dir_ / "c").string()},
+       "--durability=checkpoint: needs --checkpoint_every"},
+      {{"--wal_checkpoint_bytes=1000"}, "--wal_checkpoint_bytes"},
+      {{"--max_requests_per_second_per_client=-1"}, "--max_requests_per_second_per_client"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"--address=127.0.0.1:0", "--metrics_port=-1"};
@@ -208,6 +214,70 @@ TEST_F(ReplayServerProcessTest, BadFlagsExitTwoNamingTheFlag) {
         << c.args[0] << ": " << child->ReadStderr();
     EXPECT_THAT(child->ReadStderr(), HasSubstr(c.expected)) << c.args[0];
   }
+}
+
+// In log mode a checkpoint is also written when the log has grown by
+// --wal_checkpoint_bytes, which deletes the log segments it holds.
+TEST_F(ReplayServerProcessTest, ALogThatGrowsPastItsLimitIsCheckpointedAndTrimmed) {
+  std::vector<std::string> args = ServerArgs();
+  args.push_back("--durability=log");
+  args.push_back("--checkpoint_every=1h");
+  args.push_back("--wal_checkpoint_bytes=1048576");
+  auto server = Start(args);
+  ASSERT_TRUE(server != nullptr);
+  const std::string address = server->WaitForLine(kListening, absl::Seconds(20)).value_or("");
+  ASSERT_FALSE(address.empty()) << server->ReadStderr();
+  auto channel = CreateChannel(address, {});
+  ASSERT_TRUE(channel.ok());
+  auto stub = v1::ReplayService::NewStub(*channel);
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto stream = stub->Insert(&context);
+    // 300 items of ~40 KB observations: about 24 MB of log.
+    for (uint64_t key = 1; key <= 300; ++key) {
+      v1::InsertRequest request;
+      request.set_table("replay");
+      v1::Item item = Item(key);
+      item.mutable_transition()->mutable_observation()->set_data(std::string(40000, 'x'));
+      item.mutable_transition()->mutable_observation()->mutable_shape()->Set(0, 40000);
+      item.mutable_transition()->mutable_next_observation()->set_data(std::string(40000, 'y'));
+      item.mutable_transition()->mutable_next_observation()->mutable_shape()->Set(0, 40000);
+      *request.add_items() = std::move(item);
+      ASSERT_TRUE(stream->Write(request));
+      v1::InsertResponse ack;
+      ASSERT_TRUE(stream->Read(&ack));
+    }
+    stream->WritesDone();
+    ASSERT_TRUE(stream->Finish().ok());
+  }
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < give_up &&
+         server->ReadStderr().find("the log reached 1048576 bytes") == std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_THAT(server->ReadStderr(),
+              HasSubstr("checkpoint written (the log reached 1048576 bytes)"));
+  // The segments the checkpoint holds are gone: what is left is less than the whole log.
+  int64_t log_bytes = 0;
+  for (const auto& entry : fs::directory_iterator(dir_ / "ckpt" / "wal-shard0")) {
+    log_bytes += static_cast<int64_t>(entry.file_size());
+  }
+  EXPECT_LT(log_bytes, 20'000'000);
+  server->Signal(SIGKILL);
+  (void)server->Wait(absl::Seconds(10));
+  // Everything comes back from the checkpoint and the rest of the log (replayed also by a
+  // server no longer in log mode, which then checkpoints and sets the log aside).
+  auto restarted = Start(ServerArgs());
+  const std::string again = restarted->WaitForLine(kListening, absl::Seconds(20)).value_or("");
+  ASSERT_FALSE(again.empty()) << restarted->ReadStderr();
+  EXPECT_THAT(restarted->ReadStderr(), HasSubstr("replayed"));
+  channel = CreateChannel(std::string(absl::StripAsciiWhitespace(again)), {});
+  ASSERT_TRUE(channel.ok());
+  stub = v1::ReplayService::NewStub(*channel);
+  EXPECT_EQ(TableSize(*stub), 300) << restarted->ReadStderr();
+  restarted->Signal(SIGTERM);
+  EXPECT_EQ(restarted->Wait(absl::Seconds(20)).value_or(-1), 0) << restarted->ReadStderr();
 }
 
 // The process's --tls_* flags (mutual TLS) and --auth_tokens together: a client with a

@@ -17,9 +17,7 @@
 //   - throughput around each fault: training frames/s and learner updates/s over the 60 s
 //     before it and over 60 s starting 30 s after the restart (the learner's counters,
 //     polled every --sample_every).
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -71,18 +69,6 @@ namespace engram::bench {
 namespace {
 
 namespace fs = std::filesystem;
-
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  return ok ? ntohs(addr.sin_port) : -1;
-}
 
 void Say(const std::string& line) {
   std::fprintf(stderr, "%s soak: %s\n",
@@ -217,9 +203,9 @@ int Run() {
   const std::string spec_path = (dir / "spec.textproto").string();
   std::ofstream(spec_path) << text;
 
-  const std::string replay = absl::StrCat("127.0.0.1:", FreePort());
-  const std::string learner = absl::StrCat("127.0.0.1:", FreePort());
-  const std::string store = absl::StrCat("127.0.0.1:", FreePort());
+  const std::string replay = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  const std::string learner = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
+  const std::string store = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
   Cluster cluster(dir);
   Process& replay_p = cluster.Add(
       "replay", {bin + "/engram_replay_server", "--address=" + replay, "--metrics_port=-1",
