@@ -382,6 +382,8 @@ absl::Status WriteTableFile(const std::string& dir, const Table& table,
   c.set_priority_updates(counters.priority_updates);
   c.set_insert_wait_seconds(counters.insert_wait_seconds);
   c.set_sample_wait_seconds(counters.sample_wait_seconds);
+  if (counters.limiter_inserts >= 0) c.set_limiter_inserts(counters.limiter_inserts);
+  if (counters.limiter_samples >= 0) c.set_limiter_samples(counters.limiter_samples);
 
   const std::string file = table.name() + ".table";
   FileWriter w(Join(dir, file));
@@ -642,6 +644,11 @@ class TableFileLoader {
     counters.priority_updates = c.priority_updates();
     counters.insert_wait_seconds = c.insert_wait_seconds();
     counters.sample_wait_seconds = c.sample_wait_seconds();
+    if (c.has_limiter_inserts()) counters.limiter_inserts = c.limiter_inserts();
+    if (c.has_limiter_samples()) counters.limiter_samples = c.limiter_samples();
+    if (counters.limiter_inserts < -1 || counters.limiter_samples < -1) {
+      return Corrupt("record 2 (counters): negative rate-limiter counts");
+    }
     table->RestoreCounters(counters);
     return table;
   }

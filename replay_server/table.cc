@@ -695,6 +695,8 @@ void Table::Export(const std::function<void(const v1::Item&, int32_t)>& fn,
     fn(item, slots_[slot].times_sampled);
   }
   *counters = counters_;
+  counters->limiter_inserts = limiter_.inserts();
+  counters->limiter_samples = limiter_.samples();
 }
 
 absl::Status Table::Restore(v1::Item item, int32_t times_sampled) {
@@ -714,7 +716,8 @@ absl::Status Table::Restore(v1::Item item, int32_t times_sampled) {
 void Table::RestoreCounters(const TableCounters& counters) {
   absl::MutexLock lock(&mu_);
   counters_ = counters;
-  limiter_.SetCounts(counters.inserts, counters.samples);
+  limiter_.SetCounts(counters.limiter_inserts >= 0 ? counters.limiter_inserts : counters.inserts,
+                     counters.limiter_samples >= 0 ? counters.limiter_samples : counters.samples);
 }
 
 }  // namespace engram::replay

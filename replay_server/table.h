@@ -56,6 +56,11 @@ struct TableCounters {
   int64_t priority_updates = 0;
   double insert_wait_seconds = 0;
   double sample_wait_seconds = 0;
+  // The rate limiter's own counts (it does not count items recovered from the write-ahead
+  // log, see InsertRecovered); -1 when unknown (an older checkpoint): then inserts and
+  // samples above stand for them.
+  int64_t limiter_inserts = -1;
+  int64_t limiter_samples = -1;
 };
 
 // One replay table: items (key, priority, payload, times sampled) with a selector, a

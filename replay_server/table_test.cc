@@ -360,6 +360,16 @@ TEST(TableTest, RecoveredItemsAreStoredButDoNotCountInTheRateLimiter) {
   EXPECT_EQ(table->Info().inserts_total(), 6);
   // Without the limiter counting them, a new insert is admitted at once.
   EXPECT_TRUE(Insert(*table, {TestTransition(7)}).ok());
+  // Also after a checkpoint round trip: the limiter's own counts travel with it (the Info
+  // counters, which include the recovered items, would hold inserts back).
+  TableCounters counters;
+  table->Export([](const v1::Item&, int32_t) {}, &counters);
+  EXPECT_EQ(counters.inserts, 7);
+  EXPECT_EQ(counters.limiter_inserts, 1);
+  auto restored = Table::Create(spec).value();
+  restored->RestoreCounters(counters);
+  EXPECT_TRUE(Insert(*restored, {TestTransition(8)}).ok());
+  EXPECT_EQ(restored->Info().inserts_total(), 8);
   // Recovery validates like Insert.
   auto bad = Batch({TestTransition(0)});
   EXPECT_EQ(table->InsertRecovered(&bad).status().code(), absl::StatusCode::kInvalidArgument);
