@@ -56,6 +56,12 @@ size_t ClientRateLimiter::clients() const {
   return buckets_.size();
 }
 
+absl::Status AdmitClient(ClientRateLimiter* limiter, const grpc::ServerContextBase& context,
+                         absl::string_view method) {
+  if (limiter == nullptr) return absl::OkStatus();
+  return limiter->Admit(context.peer(), method);
+}
+
 std::shared_ptr<ClientRateLimiter> ClientRateLimiterFromFlags() {
   const double rate = absl::GetFlag(FLAGS_max_requests_per_second_per_client);
   if (!std::isfinite(rate) || rate < 0) {

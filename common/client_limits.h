@@ -25,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpcpp/server_context.h"
 
 namespace engram {
 
@@ -52,6 +53,10 @@ class ClientRateLimiter {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
 };
+
+// Admit() for the client of `context` (its peer); OK when `limiter` is null (no limit).
+absl::Status AdmitClient(ClientRateLimiter* limiter, const grpc::ServerContextBase& context,
+                         absl::string_view method);
 
 // From --max_requests_per_second_per_client: null when it is 0 (no limit, the default);
 // exits 2 naming the flag when it is negative or not finite.

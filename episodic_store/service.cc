@@ -152,12 +152,10 @@ grpc::Status EpisodicStoreServiceImpl::DeleteMemory(grpc::ServerContext* context
 grpc::Status EpisodicStoreServiceImpl::Write(grpc::ServerContext* context,
                                              const v1::WriteRequest* request,
                                              v1::WriteResponse* response) {
-  if (options_.client_limiter != nullptr) {
-    if (absl::Status admitted =
-            options_.client_limiter->Admit(context->peer(), "EpisodicStore.Write");
-        !admitted.ok()) {
-      return ToGrpc(admitted);
-    }
+  if (absl::Status admitted =
+          AdmitClient(options_.client_limiter.get(), *context, "EpisodicStore.Write");
+      !admitted.ok()) {
+    return ToGrpc(admitted);
   }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<Memory>> memory = FindOrNotFound(request->memory());
@@ -193,12 +191,10 @@ grpc::Status EpisodicStoreServiceImpl::Write(grpc::ServerContext* context,
 grpc::Status EpisodicStoreServiceImpl::Lookup(grpc::ServerContext* context,
                                               const v1::LookupRequest* request,
                                               v1::LookupResponse* response) {
-  if (options_.client_limiter != nullptr) {
-    if (absl::Status admitted =
-            options_.client_limiter->Admit(context->peer(), "EpisodicStore.Lookup");
-        !admitted.ok()) {
-      return ToGrpc(admitted);
-    }
+  if (absl::Status admitted =
+          AdmitClient(options_.client_limiter.get(), *context, "EpisodicStore.Lookup");
+      !admitted.ok()) {
+    return ToGrpc(admitted);
   }
   const absl::Time start = absl::Now();
   absl::StatusOr<std::shared_ptr<Memory>> memory = FindOrNotFound(request->memory());

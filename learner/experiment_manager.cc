@@ -673,11 +673,10 @@ grpc::Status ExperimentServiceImpl::Submit(grpc::ServerContext* context,
       !allowed.ok()) {
     return allowed;
   }
-  if (client_limiter_ != nullptr) {
-    if (absl::Status admitted = client_limiter_->Admit(context->peer(), "ExperimentService.Submit");
-        !admitted.ok()) {
-      return ToGrpc(admitted);
-    }
+  if (absl::Status admitted =
+          AdmitClient(client_limiter_.get(), *context, "ExperimentService.Submit");
+      !admitted.ok()) {
+    return ToGrpc(admitted);
   }
   absl::StatusOr<v1::SubmitExperimentResponse> result = manager_->Submit(*request);
   if (!result.ok()) return ToGrpc(result.status());

@@ -625,12 +625,10 @@ grpc::Status ReplayServiceImpl::Insert(
     arena.Reset();
     v1::InsertRequest& request = *google::protobuf::Arena::CreateMessage<v1::InsertRequest>(&arena);
     if (!stream->Read(&request)) break;
-    if (options_.client_limiter != nullptr) {
-      if (absl::Status admitted =
-              options_.client_limiter->Admit(context->peer(), "ReplayService.Insert");
-          !admitted.ok()) {
-        return Fail("Insert", admitted);
-      }
+    if (absl::Status admitted =
+            AdmitClient(options_.client_limiter.get(), *context, "ReplayService.Insert");
+        !admitted.ok()) {
+      return Fail("Insert", admitted);
     }
     if (request.table().empty()) return Fail("Insert", TableRequired("insert"));
     absl::StatusOr<std::shared_ptr<Entry>> entry = Find(request.table());
@@ -685,12 +683,10 @@ grpc::Status ReplayServiceImpl::UpdatePriorities(grpc::ServerContext* context,
                                                  const v1::UpdatePrioritiesRequest* request,
                                                  v1::UpdatePrioritiesResponse* response) {
   const CallGuard call(this);
-  if (options_.client_limiter != nullptr) {
-    if (absl::Status admitted =
-            options_.client_limiter->Admit(context->peer(), "ReplayService.UpdatePriorities");
-        !admitted.ok()) {
-      return Fail("UpdatePriorities", admitted);
-    }
+  if (absl::Status admitted =
+          AdmitClient(options_.client_limiter.get(), *context, "ReplayService.UpdatePriorities");
+      !admitted.ok()) {
+    return Fail("UpdatePriorities", admitted);
   }
   if (request->table().empty()) return Fail("UpdatePriorities", TableRequired("update"));
   absl::StatusOr<std::shared_ptr<Entry>> entry = Find(request->table());

@@ -10,8 +10,8 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   # RPC and messages
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  # base library
-  libabsl-dev
+  # base library; zlib (checksums of replay checkpoints, the replay log, learner checkpoints)
+  libabsl-dev zlib1g-dev
   # tensors and autograd (CPU build), and a fast BLAS for it
   libtorch-dev libopenblas0-pthread
   # metrics

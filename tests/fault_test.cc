@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "replay_server/checkpoint.h"
 #include "replay_server/client/writer.h"
 #include "replay_server/testing/test_items.h"
+#include "tests/experiment_status.h"
 
 namespace engram {
 namespace {
@@ -245,30 +247,13 @@ TEST_F(FaultTest, DurableReplayShardKilledMidStreamLosesNoAcknowledgedItem) {
 // ---- learner and actors -------------------------------------------------------------------
 
 v1::ExperimentStatus Status(const std::string& learner) {
-  auto channel = CreateChannel(learner, ChannelOptions());
-  auto stub = v1::ExperimentService::NewStub(*channel);
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-  context.set_wait_for_ready(true);
-  v1::GetExperimentRequest request;
-  request.set_id("cartpole-apex");
-  v1::ExperimentStatus status;
-  grpc::Status rpc = stub->Get(&context, request, &status);
-  EXPECT_TRUE(rpc.ok()) << rpc.error_message();
-  return status;
+  return testing::ExperimentStatusOf(learner, "cartpole-apex");
 }
 
 // Polls the learner's status until `done` holds or 90 s pass.
-template <typename Pred>
-v1::ExperimentStatus WaitFor(const std::string& learner, Pred done) {
-  v1::ExperimentStatus status;
-  const absl::Time give_up = absl::Now() + absl::Seconds(90);
-  while (absl::Now() < give_up) {
-    status = Status(learner);
-    if (done(status)) break;
-    absl::SleepFor(absl::Milliseconds(250));
-  }
-  return status;
+v1::ExperimentStatus WaitFor(const std::string& learner,
+                             const std::function<bool(const v1::ExperimentStatus&)>& done) {
+  return testing::WaitForExperiment(learner, "cartpole-apex", done, absl::Seconds(90));
 }
 
 int CountCheckpoints(const fs::path& dir) {

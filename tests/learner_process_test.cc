@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
+#include "tests/experiment_status.h"
 
 namespace engram {
 namespace {
@@ -61,30 +63,14 @@ class LearnerProcessTest : public ::testing::Test {
     return line.ok() ? std::string(absl::StripAsciiWhitespace(*line)) : "";
   }
 
-  v1::ExperimentStatus Status(const std::string& learner) {
-    auto channel = CreateChannel(learner, ChannelOptions());
-    auto stub = v1::ExperimentService::NewStub(*channel);
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
-    v1::GetExperimentRequest request;
-    request.set_id("cartpole-apex");
-    v1::ExperimentStatus status;
-    grpc::Status rpc = stub->Get(&context, request, &status);
-    EXPECT_TRUE(rpc.ok()) << rpc.error_message();
-    return status;
+  static v1::ExperimentStatus Status(const std::string& learner) {
+    return testing::ExperimentStatusOf(learner, "cartpole-apex");
   }
 
   // Polls the learner's status until `done` holds or 60 s pass.
-  template <typename Pred>
-  v1::ExperimentStatus WaitFor(const std::string& learner, Pred done) {
-    v1::ExperimentStatus status;
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    while (absl::Now() < give_up) {
-      status = Status(learner);
-      if (done(status)) break;
-      absl::SleepFor(absl::Milliseconds(250));
-    }
-    return status;
+  static v1::ExperimentStatus WaitFor(
+      const std::string& learner, const std::function<bool(const v1::ExperimentStatus&)>& done) {
+    return testing::WaitForExperiment(learner, "cartpole-apex", done, absl::Seconds(60));
   }
 
   fs::path dir_;

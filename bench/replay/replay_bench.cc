@@ -721,31 +721,18 @@ int Main() {
   report.AddConfig("durability", absl::GetFlag(FLAGS_durability));
 
   double best_insert = 0;
-  if (run_insert1) {
-    progress("insert, 1 stream");
-    absl::StatusOr<InsertRun> run = MeasureInsert(shared, 1, seconds);
-    if (!run.ok()) return Fail("insert, 1 stream", run.status());
-    add("replay/insert_transitions_per_s/streams=1", run->per_s, "transitions/s", kInsertGoal);
-    add("replay/insert_server_cpu_us_per_transition/streams=1", run->server_cpu_us, "us");
-    add("replay/insert_client_cpu_us_per_transition/streams=1", run->client_cpu_us, "us");
-    best_insert = std::max(best_insert, run->per_s);
-  }
-  if (run_insert2) {
-    progress("insert, 2 streams");
-    absl::StatusOr<InsertRun> run = MeasureInsert(shared, 2, seconds);
-    if (!run.ok()) return Fail("insert, 2 streams", run.status());
-    add("replay/insert_transitions_per_s/streams=2", run->per_s, "transitions/s", kInsertGoal);
-    add("replay/insert_server_cpu_us_per_transition/streams=2", run->server_cpu_us, "us");
-    add("replay/insert_client_cpu_us_per_transition/streams=2", run->client_cpu_us, "us");
-    best_insert = std::max(best_insert, run->per_s);
-  }
-  if (run_insert8) {
-    progress("insert, 8 streams");
-    absl::StatusOr<InsertRun> run = MeasureInsert(shared, 8, seconds);
-    if (!run.ok()) return Fail("insert, 8 streams", run.status());
-    add("replay/insert_transitions_per_s/streams=8", run->per_s, "transitions/s", kInsertGoal);
-    add("replay/insert_server_cpu_us_per_transition/streams=8", run->server_cpu_us, "us");
-    add("replay/insert_client_cpu_us_per_transition/streams=8", run->client_cpu_us, "us");
+  for (const auto& [streams, wanted] :
+       {std::pair{1, run_insert1}, std::pair{2, run_insert2}, std::pair{8, run_insert8}}) {
+    if (!wanted) continue;
+    const std::string what =
+        absl::StrCat("insert, ", streams, streams == 1 ? " stream" : " streams");
+    progress(what);
+    absl::StatusOr<InsertRun> run = MeasureInsert(shared, streams, seconds);
+    if (!run.ok()) return Fail(what, run.status());
+    const std::string suffix = absl::StrCat("/streams=", streams);
+    add("replay/insert_transitions_per_s" + suffix, run->per_s, "transitions/s", kInsertGoal);
+    add("replay/insert_server_cpu_us_per_transition" + suffix, run->server_cpu_us, "us");
+    add("replay/insert_client_cpu_us_per_transition" + suffix, run->client_cpu_us, "us");
     best_insert = std::max(best_insert, run->per_s);
   }
   const double insert_bytes = best_insert * bytes_per_item;
